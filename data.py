@@ -1,0 +1,455 @@
+"""SQuAD JSON (path | https:// | s3://) → validated examples → tokenized features → the shared
+feature cache → datasets the trial loads.
+
+Each step is a plain function a test can call on its own:
+
+    fetch(source, cache_dir)                  -> local path of a verified copy
+    read_squad(path, split, skip_invalid)     -> Examples
+    featurize(examples, tokenizer, ...)       -> dict of NumPy arrays
+    load_or_build_features(...)               -> Features (memory-mapped arrays + metadata)
+    FeatureDataset / Collator                 -> what the DataLoader serves
+"""
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from typing import Dict, List, Optional, Tuple
+
+import filelock
+import numpy as np
+import torch
+
+import constants
+
+logger = logging.getLogger("data")
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file, the record and what to do."""
+
+
+# ---------------------------------------------------------------------------------------------
+# fetch: path | https:// | s3:// → a verified local file
+# ---------------------------------------------------------------------------------------------
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify(path: str, source: str, expected: Optional[dict]) -> None:
+    if expected is None:
+        return
+    size = os.path.getsize(path)
+    if size != expected["bytes"]:
+        raise DataError(f"{source}: downloaded {size} bytes, expected {expected['bytes']}; the file is "
+                        "truncated or changed upstream. Delete it and retry, or pass a local copy.")
+    digest = sha256_file(path)
+    if digest != expected["sha256"]:
+        raise DataError(f"{source}: sha256 {digest} does not match the known {expected['sha256']}. "
+                        "Delete the cached copy and retry, or pass a local copy.")
+
+
+def _download(source: str, tmp_path: str) -> None:
+    if source.startswith("s3://"):
+        import boto3  # only needed for s3:// sources
+
+        bucket, _, key = source[len("s3://"):].partition("/")
+        boto3.client("s3").download_file(bucket, key, tmp_path)
+        return
+    with urllib.request.urlopen(source, timeout=60) as response, open(tmp_path, "wb") as out:
+        shutil.copyfileobj(response, out, 1 << 20)
+
+
+def fetch(source: str, cache_dir: str, retries: int = 4) -> str:
+    """A local path holding `source`. Remote files are streamed to a temporary file in
+    `cache_dir/downloads`, verified against the known size and sha256 when the URL is known,
+    then renamed into place; a verified copy already there is never fetched again."""
+    if "://" not in source:
+        if not os.path.isfile(source):
+            raise DataError(f"{source}: no such file. Set data.train_file / data.validation_file to a "
+                            "local path, an https:// URL or an s3:// URI.")
+        return source
+    if not source.startswith(("https://", "http://", "s3://")):
+        raise DataError(f"{source}: unsupported scheme; use a local path, https:// or s3://.")
+    expected = constants.KNOWN_DATASETS.get(source)
+    downloads = os.path.join(cache_dir, "downloads")
+    os.makedirs(downloads, exist_ok=True)
+    # The name is derived from the URL's hash: no user-supplied string becomes a path component.
+    dest = os.path.join(downloads, hashlib.sha256(source.encode()).hexdigest()[:32] + ".json")
+    with filelock.FileLock(dest + ".lock"):
+        if os.path.isfile(dest):
+            try:
+                _verify(dest, source, expected)
+                return dest
+            except DataError as err:
+                logger.warning("%s; downloading again", err)
+        for attempt in range(retries):
+            fd, tmp = tempfile.mkstemp(dir=downloads, prefix=".partial-")
+            os.close(fd)
+            try:
+                logger.info("downloading %s (attempt %d/%d)", source, attempt + 1, retries)
+                _download(source, tmp)
+                _verify(tmp, source, expected)
+                os.replace(tmp, dest)
+                return dest
+            except (urllib.error.URLError, OSError, TimeoutError) as err:
+                if attempt == retries - 1:
+                    raise DataError(f"{source}: download failed after {retries} attempts ({err}). Check "
+                                    "the network, or download it elsewhere and pass the local path.") from err
+                time.sleep(2 ** attempt)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------------------
+# parse + validate: SQuAD 1.1 / 2.0 JSON → Examples
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Examples:
+    """Parallel lists, one entry per question. Contexts are shared between the questions of a
+    paragraph (`context_index`). `answer_start` / `answer_text` is the first gold answer (training
+    label), empty text when unanswerable."""
+    ids: List[str]
+    questions: List[str]
+    contexts: List[str]
+    context_index: List[int]
+    answer_start: List[int]
+    answer_text: List[str]
+    is_impossible: List[bool]
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def read_squad(path: str, split: str, skip_invalid: bool = False, source: Optional[str] = None) -> Examples:
+    """Parse and validate a SQuAD 1.1 or 2.0 file. `split` is "train" (the first answer must sit at
+    its answer_start: it becomes the label) or "validation". Invalid records raise DataError naming
+    the file and question id, or with `skip_invalid` are skipped, counted and logged."""
+    name = source or path
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        dataset = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{name}: not valid UTF-8 at byte {err.start}. Re-save the file as UTF-8.") from err
+    except json.JSONDecodeError as err:
+        raise DataError(f"{name}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}.") from err
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
+        raise DataError(f"{name}: expected a SQuAD file, an object with a 'data' list of articles.")
+
+    ex = Examples([], [], [], [], [], [], [])
+    seen = set()
+
+    def bad(qid, problem):
+        message = f"{name}: question {qid!r}: {problem}"
+        if not skip_invalid:
+            raise DataError(message + ". Fix the record, or set data.skip_invalid_examples: true to skip it.")
+        logger.warning("skipping %s", message)
+        ex.skipped += 1
+
+    for a, article in enumerate(dataset["data"]):
+        for p, paragraph in enumerate(article.get("paragraphs", []) if isinstance(article, dict) else []):
+            where = f"data[{a}].paragraphs[{p}]"
+            context = paragraph.get("context") if isinstance(paragraph, dict) else None
+            qas = paragraph.get("qas") if isinstance(paragraph, dict) else None
+            if not isinstance(qas, list):
+                bad(where, "paragraph has no 'qas' list")
+                continue
+            if not isinstance(context, str) or not context.strip():
+                for qa in qas:
+                    bad(qa.get("id", where) if isinstance(qa, dict) else where, "empty or missing context")
+                continue
+            ctx_idx = len(ex.contexts)
+            ex.contexts.append(context)
+            for qa in qas:
+                qid = qa.get("id") if isinstance(qa, dict) else None
+                if not isinstance(qid, str) or not qid:
+                    bad(where, "missing question id")
+                    continue
+                if qid in seen:
+                    bad(qid, "duplicate question id")
+                    continue
+                question = qa.get("question")
+                if not isinstance(question, str) or not question.strip():
+                    bad(qid, "empty or missing question")
+                    continue
+                answers = qa.get("answers", [])
+                impossible = bool(qa.get("is_impossible", False))
+                if not isinstance(answers, list) or (not impossible and not answers):
+                    bad(qid, "answerable question without an 'answers' list")
+                    continue
+                start, text = -1, ""
+                if not impossible:
+                    first = answers[0]
+                    if not isinstance(first, dict) or not isinstance(first.get("text"), str) \
+                            or not isinstance(first.get("answer_start"), int):
+                        bad(qid, "answer without 'text' and integer 'answer_start'")
+                        continue
+                    start, text = first["answer_start"], first["text"]
+                    if split == "train" and (not text.strip() or context[start:start + len(text)] != text):
+                        bad(qid, f"answer_start {start} does not point at the answer text {text!r} "
+                                 f"(the context there reads {context[max(start, 0):max(start, 0) + len(text)]!r})")
+                        continue
+                seen.add(qid)
+                ex.ids.append(qid)
+                ex.questions.append(question.strip())
+                ex.context_index.append(ctx_idx)
+                ex.answer_start.append(start)
+                ex.answer_text.append(text)
+                ex.is_impossible.append(impossible)
+    if ex.skipped:
+        logger.warning("%s: skipped %d invalid questions, kept %d", name, ex.skipped, len(ex))
+    if not ex.ids:
+        raise DataError(f"{name}: no usable questions found.")
+    return ex
+
+
+# ---------------------------------------------------------------------------------------------
+# featurize: Examples → token windows with labels (train) or offsets (validation)
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    max_seq_length: int = 384
+    doc_stride: int = 128
+    max_query_length: int = 64
+    token_type_ids: bool = True
+
+
+def _truncate_questions(questions: List[str], tokenizer, max_query_length: int) -> List[str]:
+    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    out = []
+    for q, offsets in zip(questions, enc["offset_mapping"]):
+        out.append(q[:offsets[max_query_length - 1][1]] if len(offsets) > max_query_length else q)
+    return out
+
+
+def featurize(examples: Examples, tokenizer, spec: FeatureSpec, training: bool,
+              batch_size: int = 1000) -> Dict[str, np.ndarray]:
+    """Tokenize question + context windows. Every feature has input_ids (padded with the pad id to
+    max_seq_length), lengths, example_index and optionally token_type_ids; training features carry
+    start/end token labels (the CLS index 0 when unanswerable or the answer is outside the
+    window), validation features the character offsets of context tokens (-1 elsewhere)."""
+    L = spec.max_seq_length
+    id_dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max else np.int32
+    chunks: Dict[str, list] = {k: [] for k in ("input_ids", "token_type_ids", "lengths", "example_index",
+                                                "start_positions", "end_positions", "offsets")}
+    started, n = time.time(), len(examples)
+    for lo in range(0, n, batch_size):
+        hi = min(lo + batch_size, n)
+        questions = _truncate_questions(examples.questions[lo:hi], tokenizer, spec.max_query_length)
+        contexts = [examples.contexts[i] for i in examples.context_index[lo:hi]]
+        enc = tokenizer(questions, contexts, truncation="only_second", max_length=L, stride=spec.doc_stride,
+                        return_overflowing_tokens=True, return_offsets_mapping=True,
+                        return_token_type_ids=spec.token_type_ids, padding="max_length")
+        m = len(enc["input_ids"])
+        sample = np.asarray(enc["overflow_to_sample_mapping"]) + lo
+        ids = np.asarray(enc["input_ids"], dtype=np.int64)
+        offsets = np.asarray(enc["offset_mapping"], dtype=np.int32).reshape(m, L, 2)
+        seq = np.array([[-1 if s is None else s for s in enc.sequence_ids(i)] for i in range(m)], dtype=np.int8)
+        is_context = seq == 1
+        chunks["input_ids"].append(ids.astype(id_dtype))
+        chunks["lengths"].append(np.asarray(enc["attention_mask"], dtype=np.int8).sum(1).astype(np.int16))
+        chunks["example_index"].append(sample.astype(np.int32))
+        if spec.token_type_ids:
+            chunks["token_type_ids"].append(np.asarray(enc["token_type_ids"], dtype=np.uint8))
+        if training:
+            start_pos, end_pos = np.zeros(m, np.int16), np.zeros(m, np.int16)
+            for i in range(m):
+                e = sample[i]
+                if examples.is_impossible[e]:
+                    continue
+                start_char = examples.answer_start[e]
+                end_char = start_char + len(examples.answer_text[e])
+                tokens = np.flatnonzero(is_context[i])
+                starts, ends = offsets[i, tokens, 0], offsets[i, tokens, 1]
+                if starts[0] > start_char or ends[-1] < end_char:
+                    continue  # the answer is not inside this window: label CLS
+                start_pos[i] = tokens[np.searchsorted(starts, start_char, side="right") - 1]
+                end_pos[i] = tokens[np.searchsorted(ends, end_char, side="left")]
+            chunks["start_positions"].append(start_pos)
+            chunks["end_positions"].append(end_pos)
+        else:
+            offsets[~is_context] = -1
+            chunks["offsets"].append(offsets)
+        rate = hi / max(time.time() - started, 1e-9)
+        logger.info("featurized %d/%d questions (%.0f/s, ETA %.0fs)", hi, n, rate, (n - hi) / rate)
+    return {k: np.concatenate(v) for k, v in chunks.items() if v}
+
+
+# ---------------------------------------------------------------------------------------------
+# cache: content-addressed entries, one builder per key, atomic publish, verified loads
+# ---------------------------------------------------------------------------------------------
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Hash of the tokenizer's serialized state (vocabulary, normalizer, special tokens), so two
+    different tokenizers sharing a name never share features."""
+    state = tokenizer.backend_tokenizer.to_str() + json.dumps(
+        [type(tokenizer).__name__, tokenizer.all_special_tokens, tokenizer.padding_side], sort_keys=True)
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+def cache_key(data_sha256: str, tokenizer, spec: FeatureSpec, do_lower_case: bool, split: str) -> str:
+    fields = {"data": data_sha256, "tokenizer": tokenizer_fingerprint(tokenizer), "split": split,
+              "do_lower_case": do_lower_case, "format": constants.FEATURE_FORMAT_VERSION,
+              **dataclasses.asdict(spec)}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:40]
+
+
+@dataclasses.dataclass
+class Features:
+    """Loaded cache entry: arrays (memory-mapped) and, for validation, the example metadata
+    post-processing needs (ids, contexts) without re-tokenizing."""
+    arrays: Dict[str, np.ndarray]
+    manifest: dict
+    example_ids: Optional[List[str]] = None
+    example_contexts: Optional[List[str]] = None
+
+    def __len__(self) -> int:
+        return len(self.arrays["input_ids"])
+
+
+def _write_entry(tmp: str, arrays: Dict[str, np.ndarray], examples: Examples, meta: dict) -> dict:
+    files = {}
+    for name, arr in arrays.items():
+        path = os.path.join(tmp, name + ".npy")
+        np.save(path, arr, allow_pickle=False)
+        files[name] = {"dtype": str(arr.dtype), "shape": list(arr.shape), "sha256": sha256_file(path),
+                       "bytes": os.path.getsize(path)}
+    used = sorted(set(examples.context_index))
+    remap = {c: i for i, c in enumerate(used)}
+    with open(os.path.join(tmp, "examples.json"), "w") as f:
+        json.dump({"ids": examples.ids, "context_index": [remap[c] for c in examples.context_index],
+                   "contexts": [examples.contexts[c] for c in used]}, f)
+    manifest = {**meta, "files": files, "examples_sha256": sha256_file(os.path.join(tmp, "examples.json")),
+                "num_examples": len(examples), "num_features": int(len(arrays["input_ids"])),
+                "skipped_examples": examples.skipped, "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "versions": {"numpy": np.__version__, "torch": torch.__version__}}
+    with open(os.path.join(tmp, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+    for name in os.listdir(tmp):
+        with open(os.path.join(tmp, name), "rb") as f:
+            os.fsync(f.fileno())
+    return manifest
+
+
+def _load_entry(entry: str) -> Features:
+    """Load and verify an entry; raises DataError when anything is missing or corrupt."""
+    try:
+        with open(os.path.join(entry, "manifest.json")) as f:
+            manifest = json.load(f)
+        arrays = {}
+        for name, info in manifest["files"].items():
+            path = os.path.join(entry, name + ".npy")
+            if os.path.getsize(path) != info["bytes"] or sha256_file(path) != info["sha256"]:
+                raise DataError(f"{path}: size or checksum differs from the manifest")
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            if str(arr.dtype) != info["dtype"] or list(arr.shape) != info["shape"]:
+                raise DataError(f"{path}: dtype/shape differs from the manifest")
+            arrays[name] = arr
+        examples_path = os.path.join(entry, "examples.json")
+        if sha256_file(examples_path) != manifest["examples_sha256"]:
+            raise DataError(f"{examples_path}: checksum differs from the manifest")
+        with open(examples_path) as f:
+            examples = json.load(f)
+    except (OSError, KeyError, ValueError) as err:
+        raise DataError(f"cache entry {entry} is unreadable or corrupt: {err}") from err
+    contexts = examples["contexts"]
+    return Features(arrays, manifest, examples["ids"], [contexts[c] for c in examples["context_index"]])
+
+
+def load_or_build_features(source: str, tokenizer, spec: FeatureSpec, split: str, cache_dir: str,
+                           do_lower_case: bool = True, skip_invalid: bool = False,
+                           lock_timeout: float = 3600) -> Tuple[Features, str]:
+    """Features for `source`, built at most once per key by whichever process gets the lock first;
+    every other process (any rank, any trial, any host sharing `cache_dir`) waits and loads.
+    Returns (features, "built" | "loaded")."""
+    path = fetch(source, cache_dir)
+    key = cache_key(sha256_file(path), tokenizer, spec, do_lower_case, split)
+    root = os.path.join(cache_dir, "features")
+    os.makedirs(root, exist_ok=True)
+    entry = os.path.join(root, key)
+    try:
+        lock = filelock.FileLock(entry + ".lock", timeout=lock_timeout)
+        with lock:
+            if os.path.isdir(entry):
+                try:
+                    return _load_entry(entry), "loaded"
+                except DataError as err:
+                    aside = f"{entry}.corrupt-{int(time.time())}"
+                    logger.error("%s; moving it to %s and rebuilding", err, aside)
+                    os.replace(entry, aside)
+            logger.info("building %s features for %s (cache key %s)", split, source, key)
+            examples = read_squad(path, split, skip_invalid, source=source)
+            arrays = featurize(examples, tokenizer, spec, training=(split == "train"))
+            tmp = tempfile.mkdtemp(dir=root, prefix=f".{key}.tmp-")
+            try:
+                _write_entry(tmp, arrays, examples, {"key": key, "source": source, "split": split,
+                                                     "spec": dataclasses.asdict(spec)})
+                os.chmod(tmp, 0o755)
+                os.replace(tmp, entry)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            return _load_entry(entry), "built"
+    except filelock.Timeout as err:
+        raise DataError(f"waited {lock_timeout:.0f}s for another process building {entry}; if no build is "
+                        f"running, check the filesystem supports locks or raise data.cache_lock_timeout") from err
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset / collate
+# ---------------------------------------------------------------------------------------------
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """Serves feature indices; the Collator gathers whole batches from the memory-mapped arrays."""
+
+    def __init__(self, features: Features):
+        self.n = len(features)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class Collator:
+    """Builds a batch of tensors from feature indices, padded to the batch's longest feature
+    (rounded up to a multiple of 8) or to max_seq_length when `pad_to_max`."""
+
+    def __init__(self, features: Features, pad_id: int, pad_to_max: bool = False):
+        self.a, self.pad_id, self.pad_to_max = features.arrays, pad_id, pad_to_max
+
+    def __call__(self, indices: List[int]) -> Dict[str, torch.Tensor]:
+        idx = np.asarray(indices)
+        lengths = self.a["lengths"][idx].astype(np.int64)
+        full = self.a["input_ids"].shape[1]
+        width = full if self.pad_to_max else min(full, int(math.ceil(lengths.max() / 8) * 8))
+        batch = {
+            "input_ids": torch.from_numpy(self.a["input_ids"][idx, :width].astype(np.int64)),
+            "attention_mask": torch.from_numpy((np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)),
+            "feature_index": torch.from_numpy(idx.astype(np.int64)),
+        }
+        if "token_type_ids" in self.a:
+            batch["token_type_ids"] = torch.from_numpy(self.a["token_type_ids"][idx, :width].astype(np.int64))
+        if "start_positions" in self.a:
+            batch["start_positions"] = torch.from_numpy(self.a["start_positions"][idx].astype(np.int64))
+            batch["end_positions"] = torch.from_numpy(self.a["end_positions"][idx].astype(np.int64))
+        return batch

@@ -1,0 +1,364 @@
+"""Fine-tune an extractive-QA model (ALBERT-xxlarge-v2 by default) on SQuAD 2.0 with Determined.
+
+On a cluster (entrypoint `python3 -m determined.launch.torch_distributed python3 model_def.py`) the
+hyperparameters and latest checkpoint come from the cluster. Locally the same code reads the same
+YAML config:
+
+    python model_def.py --config configs/local_tiny.yaml [--output-dir outputs] [--resume CHECKPOINT]
+    torchrun --nproc_per_node 2 model_def.py --config configs/local_tiny_2proc.yaml
+"""
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+import yaml
+from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
+
+import determined as det
+from determined import core, pytorch
+
+import constants
+import data
+import postprocess
+import squad_eval
+
+logger = logging.getLogger("model_def")
+
+
+def linear_warmup_decay(warmup_steps: int, total_steps: int):
+    """LR multiplier per optimizer step: 0 → 1 over warmup, then linearly to 0 at total_steps."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    return factor
+
+
+def build_optimizer(model: torch.nn.Module, hp: Dict[str, Any]) -> torch.optim.Optimizer:
+    """AdamW or RAdam; no weight decay on biases and normalization weights."""
+    no_decay = {id(p) for m in model.modules() if "Norm" in type(m).__name__ for p in m.parameters(recurse=False)}
+    no_decay |= {id(p) for name, p in model.named_parameters() if name.endswith("bias")}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) not in no_decay], "weight_decay": hp["weight_decay"]},
+              {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}]
+    name = hp["optimizer"].lower()
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=hp["learning_rate"], eps=hp["adam_epsilon"])
+    if name == "radam":
+        # decoupled_weight_decay: weight decay as in AdamW rather than added to the gradient.
+        return torch.optim.RAdam(groups, lr=hp["learning_rate"], eps=hp["adam_epsilon"], decoupled_weight_decay=True)
+    raise ValueError(f"hyperparameters.optimizer: {hp['optimizer']!r} is not one of 'adamw', 'radam'")
+
+
+def cache_dir(data_conf: Dict[str, Any]) -> str:
+    """The feature cache root: the bind-mounted network filesystem when configured, so every rank
+    and every later trial reuses one build."""
+    if data_conf.get("use_bind_mount"):
+        return data_conf["bind_mount_path"]
+    return os.path.expanduser(data_conf.get("cache_dir", "~/.cache/albert-squad"))
+
+
+class SquadEvaluator:
+    """Chief-side evaluation: logits of every validation feature → predictions files + metrics."""
+
+    def __init__(self, features: data.Features, validation_path: str, hp: Dict[str, Any]):
+        self.features, self.validation_path, self.hp = features, validation_path, hp
+        self.out_dir: Optional[str] = None  # where the next validation writes its files
+        self.last_dir: Optional[str] = None
+
+    def __call__(self, feature_index: np.ndarray, start_logits: np.ndarray, end_logits: np.ndarray) -> Dict[str, Any]:
+        n = len(self.features)
+        if not np.array_equal(np.sort(feature_index), np.arange(n)):
+            raise RuntimeError(f"validation covered {len(np.unique(feature_index))} of {n} features")
+        order = np.argsort(feature_index)
+        predictions, nbest, null_odds = postprocess.postprocess(
+            self.features.example_ids, self.features.example_contexts, np.asarray(self.features.arrays["example_index"]),
+            self.features.arrays["offsets"], start_logits[order], end_logits[order],
+            n_best_size=self.hp["n_best_size"], max_answer_length=self.hp["max_answer_length"],
+            null_score_diff_threshold=self.hp["null_score_diff_threshold"])
+        with open(self.validation_path) as f:
+            articles = json.load(f)["data"]
+        kept = set(predictions)  # questions skipped as invalid have no prediction and are not scored
+        articles = [{"paragraphs": [{"qas": [qa for qa in p["qas"] if qa.get("id") in kept]} for p in a["paragraphs"]]}
+                    for a in articles]
+        metrics = squad_eval.evaluate(articles, predictions, null_odds, self.hp["null_score_diff_threshold"])
+        if self.out_dir:
+            postprocess.write_predictions(self.out_dir, predictions, nbest, null_odds)
+            with open(os.path.join(self.out_dir, "metrics.json"), "w") as f:
+                json.dump(metrics, f, indent=1)
+            logger.info("wrote predictions.json, nbest_predictions.json, null_odds.json to %s", self.out_dir)
+            self.last_dir = self.out_dir
+        return metrics
+
+
+class LogitsReducer(pytorch.MetricReducer):
+    """Collects start/end logits of this rank's validation features; the chief gathers every
+    rank's and runs the evaluator once."""
+
+    def __init__(self, evaluator: SquadEvaluator, is_chief: bool):
+        self.evaluator, self.is_chief = evaluator, is_chief
+        self.reset()
+
+    def reset(self) -> None:
+        self.parts = []
+
+    def update(self, feature_index: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> None:
+        self.parts.append((feature_index.cpu().numpy(), start.float().cpu().numpy(), end.float().cpu().numpy()))
+
+    def per_slot_reduce(self):
+        return self.parts
+
+    def cross_slot_reduce(self, per_slot):
+        if not self.is_chief:
+            return {}
+        parts = [p for slot in per_slot for p in slot]
+        width = max(p[1].shape[1] for p in parts)
+        index = np.concatenate([p[0] for p in parts])
+        pad = [(0, 0), (0, 0)]
+        start = np.concatenate([np.pad(p[1], [pad[0], (0, width - p[1].shape[1])], constant_values=-1e4) for p in parts])
+        end = np.concatenate([np.pad(p[2], [pad[0], (0, width - p[2].shape[1])], constant_values=-1e4) for p in parts])
+        return self.evaluator(index, start, end)
+
+
+class PredictionsInCheckpoint(pytorch.PyTorchCallback):
+    """Copies the latest validation's predictions into each checkpoint, next to the weights that made them."""
+
+    def __init__(self, evaluator: SquadEvaluator):
+        self.evaluator = evaluator
+
+    def on_checkpoint_write_end(self, checkpoint_dir: str) -> None:
+        if self.evaluator.last_dir and os.path.isdir(self.evaluator.last_dir):
+            shutil.copytree(self.evaluator.last_dir, os.path.join(checkpoint_dir, "predictions"), dirs_exist_ok=True)
+
+
+class SquadTrial(pytorch.PyTorchTrial):
+    def __init__(self, context: pytorch.PyTorchTrialContext) -> None:
+        self.context = context
+        self.hp = hp = {**constants.DEFAULT_HPARAMS, **context.get_hparams()}
+        data_conf = context.get_data_config()
+        name = hp["pretrained_model_name"]
+        model_config = AutoConfig.from_pretrained(name)
+        family = constants.MODEL_FAMILIES.get(model_config.model_type)
+        if family is None:
+            logger.warning("model type %r is not in constants.MODEL_FAMILIES; treating it like BERT", model_config.model_type)
+        self.tokenizer = AutoTokenizer.from_pretrained(name, do_lower_case=hp["do_lower_case"])
+        if not self.tokenizer.is_fast:
+            raise ValueError(f"{name}: post-processing needs a fast tokenizer (offset mappings)")
+        spec = data.FeatureSpec(hp["max_seq_length"], hp["doc_stride"], hp["max_query_length"],
+                                token_type_ids=family["token_type_ids"] if family else getattr(model_config, "type_vocab_size", 0) > 1)
+        root = cache_dir(data_conf)
+        common = dict(tokenizer=self.tokenizer, spec=spec, cache_dir=root, do_lower_case=hp["do_lower_case"],
+                      skip_invalid=data_conf.get("skip_invalid_examples", False),
+                      lock_timeout=data_conf.get("cache_lock_timeout", 3600))
+        self.train_features, status = data.load_or_build_features(data_conf["train_file"], split="train", **common)
+        logger.info("train features: %d (%s)", len(self.train_features), status)
+        self.eval_features, status = data.load_or_build_features(data_conf["validation_file"], split="validation", **common)
+        logger.info("validation features: %d (%s)", len(self.eval_features), status)
+
+        self.model = context.wrap_model(AutoModelForQuestionAnswering.from_pretrained(name))
+        self.optimizer = context.wrap_optimizer(build_optimizer(self.model, hp))
+        total = self.total_optimizer_steps()
+        warmup = int(hp["warmup_fraction"] * total)
+        logger.info("%d optimizer steps (%d warmup), effective batch %d", total, warmup,
+                    context.get_global_batch_size() * hp["aggregation_frequency"])
+        self.scheduler = context.wrap_lr_scheduler(
+            torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_warmup_decay(warmup, total)),
+            step_mode=pytorch.LRScheduler.StepMode.STEP_EVERY_OPTIMIZER_STEP)
+
+        self.evaluator = SquadEvaluator(self.eval_features, data.fetch(data_conf["validation_file"], root), hp)
+        self.logits = context.wrap_reducer(LogitsReducer(self.evaluator, context.distributed.rank == 0),
+                                           for_training=False)
+        self.grad_norm = float("nan")
+        self.last_batch_end: Optional[float] = None
+        self.batches_trained = 0
+        self.last_metrics: Dict[str, Any] = {}
+
+    def batches_per_epoch(self) -> int:
+        """Batches each rank trains per epoch, as Determined's DataLoader shards them (the chief's count)."""
+        batches = math.ceil(len(self.train_features) / self.context.get_per_slot_batch_size())
+        return math.ceil(batches / self.context.distributed.size)
+
+    def max_length(self) -> pytorch.TrainUnit:
+        if self.hp.get("max_batches"):
+            return pytorch.Batch(int(self.hp["max_batches"]))
+        return pytorch.Epoch(int(self.hp["epochs"]))
+
+    def total_optimizer_steps(self) -> int:
+        length = self.max_length()
+        batches = length.value if isinstance(length, pytorch.Batch) else length.value * self.batches_per_epoch()
+        return math.ceil(batches / self.hp["aggregation_frequency"])
+
+    def _clip(self, params) -> None:
+        self.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.hp["max_grad_norm"]))
+
+    def train_batch(self, batch: Dict[str, torch.Tensor], epoch_idx: int, batch_idx: int) -> Dict[str, Any]:
+        started = time.perf_counter()
+        batch.pop("feature_index")
+        loss = self.model(**batch).loss
+        self.context.backward(loss)
+        self.context.step_optimizer(self.optimizer, clip_grads=self._clip)
+        loss = loss.item()  # also waits for the device, so the timing below is real
+        now = time.perf_counter()
+        seconds = now - (self.last_batch_end or started)
+        self.last_batch_end = now
+        self.batches_trained = batch_idx + 1
+        world = self.context.distributed.size
+        mask = batch["attention_mask"]
+        return {"loss": loss, "lr": self.scheduler.get_last_lr()[0], "grad_norm": self.grad_norm,
+                "examples_per_s": world * mask.shape[0] / seconds,
+                "tokens_per_s": world * float(mask.sum()) / seconds,
+                "padding_efficiency": float(mask.float().mean())}
+
+    def evaluate_batch(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> Dict[str, Any]:
+        if batch_idx == 0 and self.context.distributed.rank == 0:
+            self.evaluator.out_dir = os.path.join(predictions_root(self.context), f"batch_{self.batches_trained}")
+        feature_index = batch.pop("feature_index")
+        out = self.model(**batch)
+        self.logits.update(feature_index, out.start_logits, out.end_logits)
+        self.last_batch_end = None  # validation time is not training time
+        return {}
+
+    def _loader(self, features: data.Features, shuffle: bool) -> pytorch.DataLoader:
+        return pytorch.DataLoader(data.FeatureDataset(features), batch_size=self.context.get_per_slot_batch_size(),
+                                  shuffle=shuffle, collate_fn=data.Collator(features, self.tokenizer.pad_token_id,
+                                                                            self.hp["pad_to_max_length"]))
+
+    def build_training_data_loader(self) -> pytorch.DataLoader:
+        return self._loader(self.train_features, shuffle=True)
+
+    def build_validation_data_loader(self) -> pytorch.DataLoader:
+        return self._loader(self.eval_features, shuffle=False)
+
+    def build_callbacks(self) -> Dict[str, pytorch.PyTorchCallback]:
+        return {"predictions": PredictionsInCheckpoint(self.evaluator), "last_metrics": _KeepMetrics(self)}
+
+
+class _KeepMetrics(pytorch.PyTorchCallback):
+    def __init__(self, trial: SquadTrial):
+        self.trial = trial
+
+    def on_validation_end(self, metrics: Dict[str, Any]) -> None:
+        self.trial.last_metrics = metrics
+
+
+def predictions_root(context: pytorch.PyTorchTrialContext) -> str:
+    """Validation outputs live beside the TensorBoard events: on a cluster that directory is
+    uploaded to checkpoint storage with them; locally it is <output-dir>/tensorboard."""
+    return os.path.join(str(context.get_tensorboard_path()), "predictions")
+
+
+# ---------------------------------------------------------------------------------------------
+# entrypoint
+# ---------------------------------------------------------------------------------------------
+
+def local_hparams(config: Dict[str, Any], path: str) -> Dict[str, Any]:
+    """Constant hyperparameters from an experiment config (plain values or `type: const`)."""
+    hparams = {}
+    for name, value in config.get("hyperparameters", {}).items():
+        if isinstance(value, dict):
+            if value.get("type") != "const":
+                raise ValueError(f"{path}: hyperparameters.{name} is a '{value.get('type')}' search range; local "
+                                 "runs need constant values (use a const config, or submit this one to a cluster)")
+            value = value["val"]
+        hparams[name] = value
+    return hparams
+
+
+def period(batches: Any) -> Optional[pytorch.TrainUnit]:
+    """A period in batches from the config; 0 or missing means never (only at the end)."""
+    return pytorch.Batch(int(batches)) if batches else None
+
+
+@contextlib.contextmanager
+def _resume_at(steps_completed: int):
+    """Determined 0.38's local mode always restarts the data loader and batch counter at 0 when
+    resuming, so a resumed local run would replay the first batches. On a cluster the master
+    supplies steps_completed; locally we supply it from the checkpoint's metadata."""
+    if not steps_completed:
+        yield
+        return
+    original = pytorch._PyTorchTrialController
+
+    class Resumed(original):
+        def __init__(self, *args, **kwargs):
+            kwargs["steps_completed"] = steps_completed
+            super().__init__(*args, **kwargs)
+
+    pytorch._PyTorchTrialController = Resumed
+    try:
+        yield
+    finally:
+        pytorch._PyTorchTrialController = original
+
+
+def main(argv=None) -> Dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="experiment config (local runs); on a cluster it comes from the master")
+    parser.add_argument("--output-dir", default="outputs", help="local runs: checkpoints and TensorBoard events")
+    parser.add_argument("--resume", help="local runs: a checkpoint directory under <output-dir>/determined")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+
+    info = det.get_cluster_info()
+    on_cluster = info is not None and info.task_type == "TRIAL"
+    distributed, exp_conf, steps_completed = None, None, 0
+    if on_cluster:
+        hparams, latest_checkpoint = info.trial.hparams, info.latest_checkpoint
+    else:
+        if not args.config:
+            parser.error("--config is required outside a Determined cluster")
+        with open(args.config) as f:
+            exp_conf = yaml.safe_load(f)
+        hparams, latest_checkpoint = local_hparams(exp_conf, args.config), None
+        output_dir = os.path.abspath(args.output_dir)
+        # Local checkpoints go to $XDG_DATA_HOME/determined (Determined's local storage rule).
+        os.environ["XDG_DATA_HOME"] = output_dir
+        if args.resume:
+            checkpoint = os.path.abspath(args.resume)
+            if os.path.dirname(checkpoint) != os.path.join(output_dir, "determined"):
+                parser.error(f"--resume {args.resume}: expected a checkpoint under {output_dir}/determined")
+            with open(os.path.join(checkpoint, "metadata.json")) as f:
+                steps_completed = int(json.load(f)["steps_completed"])
+            latest_checkpoint = os.path.basename(checkpoint)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Under torchrun: the gloo backend on CPU, as Determined's launcher would set up on a cluster.
+            os.environ["USE_TORCH_DISTRIBUTED"] = "1"
+            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            distributed = core.DistributedContext.from_torch_distributed()
+        seed = int(hparams.get("seed", constants.DEFAULT_HPARAMS["seed"]))
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    hp = {**constants.DEFAULT_HPARAMS, **hparams}
+    with det.pytorch.init(hparams=hparams, exp_conf=exp_conf, distributed=distributed,
+                          aggregation_frequency=int(hp["aggregation_frequency"])) as context:
+        if not on_cluster:
+            # Determined's local train context has no TensorBoard directory of its own.
+            context._core.train._tbd_directory = os.path.join(output_dir, "tensorboard")
+        trial = SquadTrial(context)
+        trainer = det.pytorch.Trainer(trial, context)
+        with _resume_at(steps_completed):
+            trainer.fit(max_length=trial.max_length(),
+                        validation_period=period(hp["validation_period_batches"]),
+                        checkpoint_period=period(hp["checkpoint_period_batches"]),
+                        reporting_period=pytorch.Batch(int(hp["reporting_period_batches"])),
+                        checkpoint_policy="best" if on_cluster else "all",
+                        latest_checkpoint=latest_checkpoint)
+    if context.distributed.rank == 0 and not on_cluster:
+        print(json.dumps(trial.last_metrics, default=float), flush=True)
+    return trial.last_metrics
+
+
+if __name__ == "__main__":
+    main()

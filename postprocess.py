@@ -1,0 +1,87 @@
+"""Start/end logits per feature → answer text per question (SQuAD 2.0 post-processing).
+
+For each feature the `n_best_size` highest start and end logits over context tokens form candidate
+spans (end ≥ start, at most `max_answer_length` tokens); a span's score is start + end logit. The
+null (no-answer) score of a question is the lowest CLS score (start[0] + end[0]) over its features.
+A question is answered "" when null score − best span score > `null_score_diff_threshold`; that
+difference is its entry in null_odds.json. Vectorized with NumPy over all features at once.
+"""
+import json
+import os
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+
+
+NO_SPAN_ODDS = 1e9  # null_odds of a question that has no valid span at all
+
+
+def _top_k(logits: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, logits.shape[1])
+    return np.argpartition(-logits, k - 1, axis=1)[:, :k]
+
+
+def postprocess(example_ids: Sequence[str], contexts: Sequence[str], example_index: np.ndarray,
+                offsets: np.ndarray, start_logits: np.ndarray, end_logits: np.ndarray,
+                n_best_size: int = 20, max_answer_length: int = 30,
+                null_score_diff_threshold: float = 0.0) -> Tuple[Dict[str, str], Dict[str, list], Dict[str, float]]:
+    """Returns (predictions, nbest, null_odds), each keyed by question id.
+
+    example_index[f] is the question of feature f; offsets[f, t] the (start, end) characters of
+    token t in that question's context, -1 for tokens outside the context; logits [features, T]
+    (T may be shorter than offsets' width: the rest is padding)."""
+    n_features, width = start_logits.shape
+    offsets = np.asarray(offsets[:, :width])
+    is_context = offsets[:, :, 0] >= 0
+    start = np.where(is_context, start_logits, -np.inf).astype(np.float64)
+    end = np.where(is_context, end_logits, -np.inf).astype(np.float64)
+    null = start_logits[:, 0].astype(np.float64) + end_logits[:, 0]
+
+    # Candidate spans: top-k starts × top-k ends per feature.
+    s_idx, e_idx = _top_k(start, n_best_size), _top_k(end, n_best_size)
+    rows = np.arange(n_features)[:, None, None]
+    s = np.broadcast_to(s_idx[:, :, None], (n_features, s_idx.shape[1], e_idx.shape[1]))
+    e = np.broadcast_to(e_idx[:, None, :], s.shape)
+    score = start[rows, s] + end[rows, e]
+    ok = (e >= s) & (e - s + 1 <= max_answer_length) & np.isfinite(score)
+    feat, s, e, score = np.broadcast_to(rows, s.shape)[ok], s[ok], e[ok], score[ok]
+    example = example_index[feat]
+    # Best first within each question; keep at most n_best_size per question.
+    order = np.lexsort((-score, example))
+    feat, s, e, score, example = feat[order], s[order], e[order], score[order], example[order]
+    first = np.searchsorted(example, np.arange(len(example_ids)), side="left")
+    last = np.searchsorted(example, np.arange(len(example_ids)), side="right")
+
+    # The feature with the lowest CLS score gives each question's null score.
+    by_null = np.lexsort((null, example_index))
+    null_feature = by_null[np.searchsorted(example_index[by_null], np.arange(len(example_ids)))]
+    predictions, nbest, null_odds = {}, {}, {}
+    for q, qid in enumerate(example_ids):
+        lo, hi = first[q], min(last[q], first[q] + n_best_size)
+        context, nf = contexts[q], null_feature[q]
+        entries = [{"text": context[offsets[f, a, 0]:offsets[f, b, 1]], "score": float(sc),
+                    "start_logit": float(start[f, a]), "end_logit": float(end[f, b])}
+                   for f, a, b, sc in zip(feat[lo:hi], s[lo:hi], e[lo:hi], score[lo:hi])]
+        best_text = entries[0]["text"] if entries else ""
+        entries.append({"text": "", "score": float(null[nf]), "start_logit": float(start_logits[nf, 0]),
+                        "end_logit": float(end_logits[nf, 0])})
+        entries.sort(key=lambda x: -x["score"])
+        probs = np.exp(np.array([x["score"] for x in entries]) - entries[0]["score"])
+        for entry, p in zip(entries, probs / probs.sum()):
+            entry["probability"] = float(p)
+        nbest[qid] = entries
+        # With no valid span in any window, no-answer is the only answer: NO_SPAN_ODDS marks it.
+        null_odds[qid] = float(null[nf] - score[lo]) if hi > lo else NO_SPAN_ODDS
+        predictions[qid] = "" if null_odds[qid] > null_score_diff_threshold else best_text
+    return predictions, nbest, null_odds
+
+
+def write_predictions(out_dir: str, predictions: dict, nbest: dict, null_odds: dict) -> None:
+    """predictions.json, nbest_predictions.json, null_odds.json, each written atomically."""
+    os.makedirs(out_dir, exist_ok=True)
+    for name, obj in (("predictions.json", predictions), ("nbest_predictions.json", nbest),
+                      ("null_odds.json", null_odds)):
+        tmp = os.path.join(out_dir, f".{name}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1 if name != "nbest_predictions.json" else None)
+        os.replace(tmp, os.path.join(out_dir, name))

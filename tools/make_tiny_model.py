@@ -1,0 +1,86 @@
+"""Build a tiny ALBERT-shaped model directory offline: config, a SentencePiece-style (Unigram)
+fast tokenizer trained on generated text, and random weights.
+
+The result loads with `AutoModelForQuestionAnswering.from_pretrained(OUT_DIR)` and
+`AutoTokenizer.from_pretrained(OUT_DIR)` exactly as `albert-xxlarge-v2` does, so local runs and
+tests exercise the real loading code. Deterministic for a given seed.
+
+    python tools/make_tiny_model.py OUT_DIR [--vocab-size 2000] [--hidden-size 128] [--layers 2]
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from transformers import AlbertConfig, AlbertForQuestionAnswering, AlbertTokenizer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_squad_data  # noqa: E402
+
+SPECIAL_TOKENS = ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def corpus(seed):
+    """Generated paragraphs and questions: the text the tiny tokenizer learns its pieces from."""
+    for article in make_squad_data.make_dataset(3000, seed, 1, "corpus")["data"]:
+        for paragraph in article["paragraphs"]:
+            yield paragraph["context"]
+            for qa in paragraph["qas"]:
+                yield qa["question"]
+
+
+def train_vocab(vocab_size, seed):
+    """A Unigram vocabulary trained with ALBERT's own normalization and pre-tokenization."""
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Sequence([normalizers.Replace("``", '"'), normalizers.Replace("''", '"'),
+                                           normalizers.NFKD(), normalizers.StripAccents(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                                 pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")])
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>",
+                                      show_progress=False)
+    tok.train_from_iterator(corpus(seed), trainer=trainer)
+    return [(piece, score) for piece, score in json.loads(tok.to_str())["model"]["vocab"]]
+
+
+def build(out_dir, vocab_size=2000, hidden_size=128, layers=2, heads=4, seed=0):
+    torch.manual_seed(seed)
+    tokenizer = AlbertTokenizer(vocab=train_vocab(vocab_size, seed), do_lower_case=True)
+    config = AlbertConfig(
+        vocab_size=len(tokenizer), embedding_size=64, hidden_size=hidden_size, num_hidden_layers=layers,
+        num_attention_heads=heads, intermediate_size=hidden_size * 4, max_position_embeddings=512,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout_prob=0.1,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+    )
+    model = AlbertForQuestionAnswering(config)
+    # Publish atomically so a half-built directory is never mistaken for a model.
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".tiny-model-")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if os.path.isdir(out_dir):
+        shutil.rmtree(out_dir)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir")
+    parser.add_argument("--vocab-size", type=int, default=2000)
+    parser.add_argument("--hidden-size", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    build(args.out_dir, args.vocab_size, args.hidden_size, args.layers, args.heads, args.seed)
+    print(f"wrote {args.out_dir}")
+
+
+if __name__ == "__main__":
+    main()
