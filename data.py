@@ -301,9 +301,12 @@ def featurize(examples: Examples, tokenizer, spec: FeatureSpec, training: bool,
 def tokenizer_fingerprint(tokenizer) -> str:
     """Hash of the tokenizer's serialized state (vocabulary, normalizer, special tokens), so two
     different tokenizers sharing a name never share features."""
-    state = tokenizer.backend_tokenizer.to_str() + json.dumps(
-        [type(tokenizer).__name__, tokenizer.all_special_tokens, tokenizer.padding_side], sort_keys=True)
-    return hashlib.sha256(state.encode()).hexdigest()
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    # Truncation and padding are per-call settings that tokenizing leaves behind, not identity.
+    state.pop("truncation", None)
+    state.pop("padding", None)
+    state["class"] = [type(tokenizer).__name__, tokenizer.all_special_tokens, tokenizer.padding_side]
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 
 def cache_key(data_sha256: str, tokenizer, spec: FeatureSpec, do_lower_case: bool, split: str) -> str:

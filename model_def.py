@@ -34,6 +34,11 @@ import squad_eval
 
 logger = logging.getLogger("model_def")
 
+# Determined 0.38 saves NumPy's RNG state in its checkpoints and restores them with torch.load,
+# whose weights-only default (torch >= 2.6) refuses NumPy arrays: without this allowlist no
+# checkpoint could be resumed, on a cluster or locally. Only these NumPy types are allowed.
+torch.serialization.add_safe_globals([np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType])
+
 
 def linear_warmup_decay(warmup_steps: int, total_steps: int):
     """LR multiplier per optimizer step: 0 → 1 over warmup, then linearly to 0 at total_steps."""
@@ -229,9 +234,13 @@ class SquadTrial(pytorch.PyTorchTrial):
         return {}
 
     def _loader(self, features: data.Features, shuffle: bool) -> pytorch.DataLoader:
+        # A generator of our own seed: every rank draws the same order, and a resumed run (which
+        # skips the batches already trained) sees the same order as an uninterrupted one.
+        generator = torch.Generator().manual_seed(int(self.hp["seed"]))
         return pytorch.DataLoader(data.FeatureDataset(features), batch_size=self.context.get_per_slot_batch_size(),
-                                  shuffle=shuffle, collate_fn=data.Collator(features, self.tokenizer.pad_token_id,
-                                                                            self.hp["pad_to_max_length"]))
+                                  shuffle=shuffle, generator=generator,
+                                  collate_fn=data.Collator(features, self.tokenizer.pad_token_id,
+                                                           self.hp["pad_to_max_length"]))
 
     def build_training_data_loader(self) -> pytorch.DataLoader:
         return self._loader(self.train_features, shuffle=True)

@@ -57,11 +57,11 @@ def value(rng, kind):
 
 
 def paragraph(rng, pid, questions_per_paragraph, n_variants):
-    """One paragraph: facts about two subjects with filler, and its questions."""
-    subjects = [name(rng) for _ in range(2)]
+    """One paragraph about one subject: some of its facts among filler sentences, and questions."""
+    subjects = [name(rng)]
     facts = []  # (subject, relation index, object)
     for s in subjects:
-        for r in rng.sample(range(len(RELATIONS)), 4):
+        for r in rng.sample(range(len(RELATIONS)), rng.randint(4, 6)):
             facts.append((s, r, value(rng, RELATIONS[r][3])))
     sentences = [(RELATIONS[r][1].format(s=s, o=o), (s, r, o)) for s, r, o in facts]
     sentences += [(f, None) for f in rng.sample(FILLER, rng.randint(4, 7))]

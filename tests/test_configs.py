@@ -1,0 +1,71 @@
+"""Every shipped config loads, is valid for Determined 0.38 (script-style entrypoint, no deprecated
+keys), carries the original example's hyperparameters, and the context directory stays small."""
+import glob
+import os
+import pathlib
+
+import pytest
+import yaml
+
+import model_def
+from conftest import ROOT
+
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
+DEPRECATED = {"min_validation_period", "min_checkpoint_period", "records_per_epoch", "optimizations",
+              "batches_per_step", "scheduling_unit"}
+
+
+def load(name):
+    with open(os.path.join(ROOT, "configs", name)) as f:
+        return yaml.safe_load(f)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_config_valid_for_determined_038(path):
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    assert config["entrypoint"] == "python3 -m determined.launch.torch_distributed python3 model_def.py"
+    assert not DEPRECATED & set(config), DEPRECATED & set(config)
+    assert "max_length" not in config["searcher"]
+    assert config["searcher"]["metric"] == "f1" and config["searcher"]["smaller_is_better"] is False
+    hp = model_def.local_hparams(config, path)
+    assert hp["global_batch_size"] % config["resources"]["slots_per_trial"] == 0
+    for key in ("train_file", "validation_file", "use_bind_mount"):
+        assert key in config["data"]
+
+
+@pytest.mark.parametrize("name, slots, gbs, agg, optimizer, lr", [
+    ("const.yaml", 1, 2, 24, "adamw", 5e-5),
+    ("distributed_8gpu.yaml", 8, 16, 3, "adamw", 5e-5),
+    ("distributed_64gpu.yaml", 64, 128, 2, "radam", 2e-4),
+])
+def test_cluster_configs_match_original_example(name, slots, gbs, agg, optimizer, lr):
+    config = load(name)
+    hp = config["hyperparameters"]
+    assert config["resources"]["slots_per_trial"] == slots
+    assert (hp["global_batch_size"], hp["aggregation_frequency"], hp["optimizer"]) == (gbs, agg, optimizer)
+    assert hp["learning_rate"] == pytest.approx(lr)
+    expected = {"pretrained_model_name": "albert-xxlarge-v2", "warmup_fraction": 0.1, "epochs": 2,
+                "max_seq_length": 384, "doc_stride": 128, "max_query_length": 64, "n_best_size": 20,
+                "max_answer_length": 30, "do_lower_case": True}
+    assert {k: hp[k] for k in expected} == expected
+    assert config["data"]["use_bind_mount"] and config["data"]["bind_mount_path"] == "/mnt/data"
+    assert [m["container_path"] for m in config["bind_mounts"]] == ["/mnt/data"]
+    assert config["data"]["train_file"].startswith("https://")
+
+
+def test_search_ranges_rejected_locally():
+    config = {"hyperparameters": {"learning_rate": {"type": "log", "base": 10, "minval": -5, "maxval": -3}}}
+    with pytest.raises(ValueError, match="learning_rate is a 'log' search range"):
+        model_def.local_hparams(config, "x.yaml")
+    assert model_def.local_hparams({"hyperparameters": {"a": {"type": "const", "val": 3}, "b": 4}}, "x") == {"a": 3, "b": 4}
+
+
+def test_context_directory_small_and_complete():
+    from determined.common import context
+
+    files = {f.path for f in context.read_v1_context(pathlib.Path(ROOT))}
+    for needed in ("model_def.py", "data.py", "constants.py", "postprocess.py", "squad_eval.py",
+                   "startup-hook.sh", "requirements.txt", "configs/const.yaml"):
+        assert needed in files
+    assert not any(f.startswith(("tests", ".venv", "generated", "outputs", ".git/")) for f in files)

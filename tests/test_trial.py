@@ -1,0 +1,97 @@
+"""The real trial through Determined's local-mode Trainer, in subprocesses as a user runs it:
+a few batches with metrics, outputs and checkpoints; resume; and 2 processes under torchrun."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT
+
+METRIC_KEYS = {"exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact", "NoAns_f1",
+               "NoAns_total", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"}
+
+
+def write_config(tmp_path, squad_files, tiny_model, name="config.yaml", slots=1, **hparams):
+    with open(os.path.join(ROOT, "configs", "local_tiny.yaml")) as f:
+        config = yaml.safe_load(f)
+    config["data"].update(train_file=squad_files[0], validation_file=squad_files[1],
+                          cache_dir=str(tmp_path.parent / "feature-cache"))
+    config["hyperparameters"].update(pretrained_model_name=tiny_model, global_batch_size=8, max_seq_length=128,
+                                     doc_stride=32, reporting_period_batches=2, learning_rate=1e-3, **hparams)
+    config["resources"]["slots_per_trial"] = slots
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def run(args, out_dir, launcher=(sys.executable,)):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*launcher, os.path.join(ROOT, "model_def.py"), *args, "--output-dir", str(out_dir)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def checkpoints(out_dir):
+    """{steps_completed: [checkpoint dirs]} in creation order."""
+    found = {}
+    for d in sorted(glob.glob(os.path.join(out_dir, "determined", "*")), key=os.path.getmtime):
+        with open(os.path.join(d, "metadata.json")) as f:
+            found.setdefault(json.load(f)["steps_completed"], []).append(d)
+    return found
+
+
+def weights(checkpoint_dir):
+    state = torch.load(os.path.join(checkpoint_dir, "state_dict.pth"), map_location="cpu", weights_only=False)
+    # A DistributedDataParallel model's keys carry a "module." prefix.
+    return {k.removeprefix("module."): v for k, v in state["models_state_dict"][0].items()}
+
+
+def test_local_run_reports_metrics_and_writes_outputs(tmp_path, squad_files, tiny_model):
+    out = tmp_path / "out"
+    metrics, log = run(["--config", write_config(tmp_path, squad_files, tiny_model, max_batches=6)], out)
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["total"] == 120 and 0 <= metrics["f1"] <= 100
+    for key in ("loss", "lr", "grad_norm", "examples_per_s", "tokens_per_s"):
+        assert f"'{key}'" in log
+    predictions = out / "tensorboard" / "predictions" / "batch_6"
+    for name in ("predictions.json", "nbest_predictions.json", "null_odds.json", "metrics.json"):
+        assert (predictions / name).is_file()
+    assert len(json.loads((predictions / "predictions.json").read_text())) == 120
+    assert glob.glob(str(out / "tensorboard" / "events.out.tfevents.*"))
+    (final,) = checkpoints(out)[6]
+    assert os.path.isfile(os.path.join(final, "predictions", "predictions.json"))
+
+
+def test_resume_continues_where_it_stopped(tmp_path, squad_files, tiny_model):
+    """8 batches straight vs. the same run's checkpoint at batch 4 resumed for the last 4."""
+    out = tmp_path / "out"
+    config = write_config(tmp_path, squad_files, tiny_model, max_batches=8, checkpoint_period_batches=4)
+    straight, _ = run(["--config", config], out)
+    (half,), (full,) = checkpoints(out)[4], checkpoints(out)[8]
+    resumed, log = run(["--config", config, "--resume", half], out)
+    assert "Restoring trial from checkpoint" in log
+    resumed_full = [d for d in checkpoints(out)[8] if d != full][0]
+    a, b = weights(full), weights(resumed_full)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
+    assert resumed["f1"] == pytest.approx(straight["f1"], abs=1e-6)
+
+
+def test_two_processes_match_one(tmp_path, squad_files, tiny_model):
+    """Same global batch on 1 and 2 gloo processes: weights within 1e-4, F1 within 1 point."""
+    one, _ = run(["--config", write_config(tmp_path, squad_files, tiny_model, "one.yaml", max_batches=6)],
+                 tmp_path / "one")
+    two, log = run(["--config", write_config(tmp_path, squad_files, tiny_model, "two.yaml", slots=2, max_batches=6)],
+                   tmp_path / "two", launcher=(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"))
+    (w1,), (w2,) = checkpoints(tmp_path / "one")[6], checkpoints(tmp_path / "two")[6]
+    a, b = weights(w1), weights(w2)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name].to(a[name].dtype), rtol=0, atol=1e-4, msg=name)
+    assert METRIC_KEYS <= set(two) and two["total"] == one["total"]
+    assert two["f1"] == pytest.approx(one["f1"], abs=1.0)
