@@ -10,11 +10,14 @@ Each step is a plain function a test can call on its own:
     FeatureDataset / Collator                 -> what the DataLoader serves
 """
 import argparse
+import contextlib
 import dataclasses
+import glob
 import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 import shutil
 import sys
@@ -241,57 +244,96 @@ def _truncate_questions(questions: List[str], tokenizer, max_query_length: int) 
     return out
 
 
-def featurize(examples: Examples, tokenizer, spec: FeatureSpec, training: bool,
+def _context_mask(special: np.ndarray) -> np.ndarray:
+    """Context tokens of [CLS] question [SEP] (+[SEP]) context [SEP] [PAD]...: the ordinary tokens
+    after the first special token that follows an ordinary one. Works for every family's template."""
+    ordinary = ~special
+    boundary = np.zeros_like(special)
+    boundary[:, 1:] = special[:, 1:] & ordinary[:, :-1]
+    return ordinary & (np.cumsum(boundary, axis=1) == 1)
+
+
+def featurize_batch(examples: Examples, lo: int, hi: int, tokenizer, spec: FeatureSpec,
+                    training: bool) -> Dict[str, np.ndarray]:
+    """Features of questions lo..hi-1 (see featurize); labels computed for all windows at once."""
+    L = spec.max_seq_length
+    questions = _truncate_questions(examples.questions[lo:hi], tokenizer, spec.max_query_length)
+    contexts = [examples.contexts[i] for i in examples.context_index[lo:hi]]
+    enc = tokenizer(questions, contexts, truncation="only_second", max_length=L, stride=spec.doc_stride,
+                    return_overflowing_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True,
+                    return_token_type_ids=spec.token_type_ids, padding="max_length", return_tensors="np")
+    m = len(enc["input_ids"])
+    sample = enc["overflow_to_sample_mapping"].astype(np.int64) + lo
+    offsets = enc["offset_mapping"].astype(np.int32)
+    is_context = _context_mask(enc["special_tokens_mask"].astype(bool))
+    id_dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max else np.int32
+    out = {"input_ids": enc["input_ids"].astype(id_dtype),
+           "lengths": enc["attention_mask"].sum(1).astype(np.int16),
+           "example_index": sample.astype(np.int32)}
+    if spec.token_type_ids:
+        out["token_type_ids"] = enc["token_type_ids"].astype(np.uint8)
+    if not training:
+        offsets[~is_context] = -1
+        out["offsets"] = offsets
+        return out
+    start_char = np.asarray(examples.answer_start, dtype=np.int64)[sample][:, None]
+    end_char = start_char + np.asarray([len(t) for t in examples.answer_text], dtype=np.int64)[sample][:, None]
+    starts, ends = offsets[:, :, 0], offsets[:, :, 1]
+    positions = np.arange(L)
+    first = np.argmax(is_context, axis=1)
+    last = L - 1 - np.argmax(is_context[:, ::-1], axis=1)
+    rows = np.arange(m)
+    inside = (starts[rows, first][:, None] <= start_char) & (ends[rows, last][:, None] >= end_char)
+    inside = inside[:, 0] & ~np.asarray(examples.is_impossible, dtype=bool)[sample]
+    # Start: the last context token starting at or before the answer; end: the first ending at or after it.
+    start_tok = np.where(is_context & (starts <= start_char), positions, -1).max(axis=1)
+    end_tok = np.where(is_context & (ends >= end_char), positions, L).min(axis=1)
+    out["start_positions"] = np.where(inside, start_tok, 0).astype(np.int16)
+    out["end_positions"] = np.where(inside, end_tok, 0).astype(np.int16)
+    return out
+
+
+_WORK: dict = {}  # what forked feature workers inherit: examples, tokenizer, spec, split, chunk dir
+
+
+def _featurize_chunk(bounds: Tuple[int, int]) -> Tuple[int, int]:
+    lo, hi = bounds
+    w = _WORK
+    arrays = featurize_batch(w["examples"], lo, hi, w["tokenizer"], w["spec"], w["training"])
+    for name, arr in arrays.items():
+        np.save(os.path.join(w["dir"], f"{lo:010d}.{name}.npy"), arr, allow_pickle=False)
+    return hi - lo, len(arrays["input_ids"])
+
+
+def featurize(examples: Examples, tokenizer, spec: FeatureSpec, training: bool, workers: int = 1,
               batch_size: int = 1000) -> Dict[str, np.ndarray]:
     """Tokenize question + context windows. Every feature has input_ids (padded with the pad id to
     max_seq_length), lengths, example_index and optionally token_type_ids; training features carry
     start/end token labels (the CLS index 0 when unanswerable or the answer is outside the
-    window), validation features the character offsets of context tokens (-1 elsewhere)."""
-    L = spec.max_seq_length
-    id_dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max else np.int32
-    chunks: Dict[str, list] = {k: [] for k in ("input_ids", "token_type_ids", "lengths", "example_index",
-                                                "start_positions", "end_positions", "offsets")}
-    started, n = time.time(), len(examples)
-    for lo in range(0, n, batch_size):
-        hi = min(lo + batch_size, n)
-        questions = _truncate_questions(examples.questions[lo:hi], tokenizer, spec.max_query_length)
-        contexts = [examples.contexts[i] for i in examples.context_index[lo:hi]]
-        enc = tokenizer(questions, contexts, truncation="only_second", max_length=L, stride=spec.doc_stride,
-                        return_overflowing_tokens=True, return_offsets_mapping=True,
-                        return_token_type_ids=spec.token_type_ids, padding="max_length")
-        m = len(enc["input_ids"])
-        sample = np.asarray(enc["overflow_to_sample_mapping"]) + lo
-        ids = np.asarray(enc["input_ids"], dtype=np.int64)
-        offsets = np.asarray(enc["offset_mapping"], dtype=np.int32).reshape(m, L, 2)
-        seq = np.array([[-1 if s is None else s for s in enc.sequence_ids(i)] for i in range(m)], dtype=np.int8)
-        is_context = seq == 1
-        chunks["input_ids"].append(ids.astype(id_dtype))
-        chunks["lengths"].append(np.asarray(enc["attention_mask"], dtype=np.int8).sum(1).astype(np.int16))
-        chunks["example_index"].append(sample.astype(np.int32))
-        if spec.token_type_ids:
-            chunks["token_type_ids"].append(np.asarray(enc["token_type_ids"], dtype=np.uint8))
-        if training:
-            start_pos, end_pos = np.zeros(m, np.int16), np.zeros(m, np.int16)
-            for i in range(m):
-                e = sample[i]
-                if examples.is_impossible[e]:
-                    continue
-                start_char = examples.answer_start[e]
-                end_char = start_char + len(examples.answer_text[e])
-                tokens = np.flatnonzero(is_context[i])
-                starts, ends = offsets[i, tokens, 0], offsets[i, tokens, 1]
-                if starts[0] > start_char or ends[-1] < end_char:
-                    continue  # the answer is not inside this window: label CLS
-                start_pos[i] = tokens[np.searchsorted(starts, start_char, side="right") - 1]
-                end_pos[i] = tokens[np.searchsorted(ends, end_char, side="left")]
-            chunks["start_positions"].append(start_pos)
-            chunks["end_positions"].append(end_pos)
-        else:
-            offsets[~is_context] = -1
-            chunks["offsets"].append(offsets)
-        rate = hi / max(time.time() - started, 1e-9)
-        logger.info("featurized %d/%d questions (%.0f/s, ETA %.0fs)", hi, n, rate, (n - hi) / rate)
-    return {k: np.concatenate(v) for k, v in chunks.items() if v}
+    window), validation features the character offsets of context tokens (-1 elsewhere).
+    With workers > 1, batches are tokenized in forked worker processes that hand their arrays
+    back as .npy files (no pickled data crosses the process boundary)."""
+    n = len(examples)
+    bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
+    started, done = time.time(), 0
+    with tempfile.TemporaryDirectory(prefix="features-") as tmp:
+        _WORK.update(examples=examples, tokenizer=tokenizer, spec=spec, training=training, dir=tmp)
+        try:
+            with contextlib.ExitStack() as stack:
+                if workers > 1 and len(bounds) > 1:
+                    pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
+                    results = pool.imap_unordered(_featurize_chunk, bounds)
+                else:
+                    results = map(_featurize_chunk, bounds)
+                for questions, _ in results:
+                    done += questions
+                    rate = done / max(time.time() - started, 1e-9)
+                    logger.info("featurized %d/%d questions (%.0f/s, ETA %.0fs)", done, n, rate, (n - done) / rate)
+        finally:
+            _WORK.clear()
+        names = sorted({f.split(".")[1] for f in os.listdir(tmp)})
+        return {name: np.concatenate([np.load(os.path.join(tmp, f"{lo:010d}.{name}.npy")) for lo, _ in bounds])
+                for name in names}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,7 +422,7 @@ def _load_entry(entry: str) -> Features:
 
 def load_or_build_features(source: str, tokenizer, spec: FeatureSpec, split: str, cache_dir: str,
                            do_lower_case: bool = True, skip_invalid: bool = False,
-                           lock_timeout: float = 3600) -> Tuple[Features, str]:
+                           lock_timeout: float = 3600, workers: int = 1) -> Tuple[Features, str]:
     """Features for `source`, built at most once per key by whichever process gets the lock first;
     every other process (any rank, any trial, any host sharing `cache_dir`) waits and loads.
     Returns (features, "built" | "loaded")."""
@@ -399,9 +441,13 @@ def load_or_build_features(source: str, tokenizer, spec: FeatureSpec, split: str
                     aside = f"{entry}.corrupt-{int(time.time())}"
                     logger.error("%s; moving it to %s and rebuilding", err, aside)
                     os.replace(entry, aside)
+            # Under the lock nobody else is building this key: temporary directories left by a
+            # builder that died (kill -9, OOM, preemption) are debris.
+            for stale in glob.glob(os.path.join(root, f".{key}.tmp-*")):
+                shutil.rmtree(stale, ignore_errors=True)
             logger.info("building %s features for %s (cache key %s)", split, source, key)
             examples = read_squad(path, split, skip_invalid, source=source)
-            arrays = featurize(examples, tokenizer, spec, training=(split == "train"))
+            arrays = featurize(examples, tokenizer, spec, training=(split == "train"), workers=workers)
             tmp = tempfile.mkdtemp(dir=root, prefix=f".{key}.tmp-")
             try:
                 _write_entry(tmp, arrays, examples, {"key": key, "source": source, "split": split,
@@ -456,3 +502,141 @@ class Collator:
             batch["start_positions"] = torch.from_numpy(self.a["start_positions"][idx].astype(np.int64))
             batch["end_positions"] = torch.from_numpy(self.a["end_positions"][idx].astype(np.int64))
         return batch
+
+
+# ---------------------------------------------------------------------------------------------
+# settings shared by the trial and the commands below
+# ---------------------------------------------------------------------------------------------
+
+def cache_root(data_conf: dict) -> str:
+    """The feature cache root: the bind-mounted network filesystem when configured, so every rank
+    and every later trial reuses one build."""
+    if data_conf.get("use_bind_mount"):
+        return data_conf["bind_mount_path"]
+    return os.path.expanduser(data_conf.get("cache_dir", "~/.cache/albert-squad"))
+
+
+def load_tokenizer(name: str, do_lower_case: bool = True):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name, do_lower_case=do_lower_case)
+    if not tokenizer.is_fast:
+        raise ValueError(f"{name}: post-processing needs a fast tokenizer (offset mappings)")
+    return tokenizer
+
+
+def feature_spec(hp: dict, model_type: Optional[str], type_vocab_size: int = 0) -> FeatureSpec:
+    family = constants.MODEL_FAMILIES.get(model_type)
+    if family is None:
+        logger.warning("model type %r is not in constants.MODEL_FAMILIES; segment ids %s", model_type,
+                       "used" if type_vocab_size > 1 else "not used")
+    return FeatureSpec(hp["max_seq_length"], hp["doc_stride"], hp["max_query_length"],
+                       token_type_ids=family["token_type_ids"] if family else type_vocab_size > 1)
+
+
+def prepare(hp: dict, data_conf: dict, workers: Optional[int] = None) -> Tuple[dict, dict]:
+    """Tokenizer + both splits' features for an experiment's settings: ({split: Features}, report)."""
+    from transformers import AutoConfig
+
+    hp = {**constants.DEFAULT_HPARAMS, **hp}
+    name = hp["pretrained_model_name"]
+    config = AutoConfig.from_pretrained(name)
+    tokenizer = load_tokenizer(name, hp["do_lower_case"])
+    spec = feature_spec(hp, config.model_type, getattr(config, "type_vocab_size", 0))
+    features, report = {}, {}
+    for split, source in (("train", data_conf["train_file"]), ("validation", data_conf["validation_file"])):
+        f, status = load_or_build_features(
+            source, tokenizer, spec, split, cache_root(data_conf), hp["do_lower_case"],
+            skip_invalid=data_conf.get("skip_invalid_examples", False),
+            lock_timeout=data_conf.get("cache_lock_timeout", 3600),
+            workers=workers or data_conf.get("feature_workers") or os.cpu_count() or 1)
+        features[split] = f
+        report[split] = {"key": f.manifest["key"], "status": status, "examples": f.manifest["num_examples"],
+                         "features": f.manifest["num_features"]}
+    return features, {"tokenizer": tokenizer, "report": report}
+
+
+# ---------------------------------------------------------------------------------------------
+# audit: how well do the training labels recover the gold answers?
+# ---------------------------------------------------------------------------------------------
+
+def audit(path: str, tokenizer, spec: FeatureSpec) -> dict:
+    """Label coverage of a SQuAD file: for each answerable question, whether the context text under
+    one of its labeled token spans (cut via offsets) equals the gold answer after SQuAD answer
+    normalization (`recovered`) or exactly (`recovered_exact`); the rest with the reason."""
+    import squad_eval
+
+    examples = read_squad(path, "validation")  # validation: bad answer_starts are reported, not fatal
+    train = featurize(examples, tokenizer, spec, training=True)
+    offsets = featurize(examples, tokenizer, spec, training=False)["offsets"]
+    spans: Dict[int, List[str]] = {}
+    for f, e in enumerate(train["example_index"]):
+        s, t = int(train["start_positions"][f]), int(train["end_positions"][f])
+        if s > 0:
+            context = examples.contexts[examples.context_index[e]]
+            spans.setdefault(int(e), []).append(context[offsets[f, s, 0]:offsets[f, t, 1]])
+    answerable = [e for e in range(len(examples)) if not examples.is_impossible[e]]
+    recovered = recovered_exact = 0
+    unrecovered = []
+    window = spec.max_seq_length - spec.max_query_length - 3
+    for e in answerable:
+        text, start = examples.answer_text[e], examples.answer_start[e]
+        context = examples.contexts[examples.context_index[e]]
+        got = spans.get(e, [])
+        bad_start = context[start:start + len(text)] != text
+        if not bad_start and any(squad_eval.normalize_answer(g) == squad_eval.normalize_answer(text) for g in got):
+            recovered += 1
+            recovered_exact += text in got
+            continue
+        if bad_start:
+            reason = "bad answer_start"
+        elif not got and len(tokenizer(text, add_special_tokens=False)["input_ids"]) > window:
+            reason = "answer longer than a window"
+        elif not got:
+            reason = "answer in no window"
+        else:
+            reason = "tokenization boundary"
+        unrecovered.append({"id": examples.ids[e], "answer": text, "labeled": got[:1], "reason": reason})
+    return {"examples": len(examples), "features": int(len(train["input_ids"])), "answerable": len(answerable),
+            "recovered": recovered, "recovered_exact": recovered_exact, "unrecovered": unrecovered}
+
+
+def main(argv=None) -> None:
+    import yaml
+
+    parser = argparse.ArgumentParser(description="SQuAD data commands.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("prepare", help="download and build the feature caches of a config, without training")
+    p.add_argument("--config", required=True)
+    p.add_argument("--workers", type=int, help="feature worker processes (default: every CPU core)")
+    a = commands.add_parser("audit", help="label coverage report of a SQuAD file (JSON on the last line)")
+    a.add_argument("squad_file")
+    a.add_argument("--model", required=True, help="model name or directory (its tokenizer is used)")
+    a.add_argument("--max-seq-length", type=int, default=384)
+    a.add_argument("--doc-stride", type=int, default=128)
+    a.add_argument("--max-query-length", type=int, default=64)
+    a.add_argument("--no-lower-case", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        if args.command == "prepare":
+            with open(args.config) as f:
+                config = yaml.safe_load(f)
+            from model_def import local_hparams  # the same hyperparameter rules as a local run
+
+            _, info = prepare(local_hparams(config, args.config), config.get("data", {}), args.workers)
+            print(json.dumps(info["report"]))
+        else:
+            from transformers import AutoConfig
+
+            model_type = AutoConfig.from_pretrained(args.model).model_type
+            tokenizer = load_tokenizer(args.model, not args.no_lower_case)
+            spec = feature_spec({"max_seq_length": args.max_seq_length, "doc_stride": args.doc_stride,
+                                 "max_query_length": args.max_query_length}, model_type)
+            print(json.dumps(audit(args.squad_file, tokenizer, spec)))
+    except DataError as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

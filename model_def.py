@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 import yaml
-from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
+from transformers import AutoModelForQuestionAnswering
 
 import determined as det
 from determined import core, pytorch
@@ -63,14 +63,6 @@ def build_optimizer(model: torch.nn.Module, hp: Dict[str, Any]) -> torch.optim.O
         # decoupled_weight_decay: weight decay as in AdamW rather than added to the gradient.
         return torch.optim.RAdam(groups, lr=hp["learning_rate"], eps=hp["adam_epsilon"], decoupled_weight_decay=True)
     raise ValueError(f"hyperparameters.optimizer: {hp['optimizer']!r} is not one of 'adamw', 'radam'")
-
-
-def cache_dir(data_conf: Dict[str, Any]) -> str:
-    """The feature cache root: the bind-mounted network filesystem when configured, so every rank
-    and every later trial reuses one build."""
-    if data_conf.get("use_bind_mount"):
-        return data_conf["bind_mount_path"]
-    return os.path.expanduser(data_conf.get("cache_dir", "~/.cache/albert-squad"))
 
 
 class SquadEvaluator:
@@ -151,24 +143,13 @@ class SquadTrial(pytorch.PyTorchTrial):
         self.context = context
         self.hp = hp = {**constants.DEFAULT_HPARAMS, **context.get_hparams()}
         data_conf = context.get_data_config()
+        features, info = data.prepare(hp, data_conf)
+        self.tokenizer = info["tokenizer"]
+        self.train_features, self.eval_features = features["train"], features["validation"]
+        for split, report in info["report"].items():
+            logger.info("%s features: %d from %d questions (%s, cache key %s)", split, report["features"],
+                        report["examples"], report["status"], report["key"])
         name = hp["pretrained_model_name"]
-        model_config = AutoConfig.from_pretrained(name)
-        family = constants.MODEL_FAMILIES.get(model_config.model_type)
-        if family is None:
-            logger.warning("model type %r is not in constants.MODEL_FAMILIES; treating it like BERT", model_config.model_type)
-        self.tokenizer = AutoTokenizer.from_pretrained(name, do_lower_case=hp["do_lower_case"])
-        if not self.tokenizer.is_fast:
-            raise ValueError(f"{name}: post-processing needs a fast tokenizer (offset mappings)")
-        spec = data.FeatureSpec(hp["max_seq_length"], hp["doc_stride"], hp["max_query_length"],
-                                token_type_ids=family["token_type_ids"] if family else getattr(model_config, "type_vocab_size", 0) > 1)
-        root = cache_dir(data_conf)
-        common = dict(tokenizer=self.tokenizer, spec=spec, cache_dir=root, do_lower_case=hp["do_lower_case"],
-                      skip_invalid=data_conf.get("skip_invalid_examples", False),
-                      lock_timeout=data_conf.get("cache_lock_timeout", 3600))
-        self.train_features, status = data.load_or_build_features(data_conf["train_file"], split="train", **common)
-        logger.info("train features: %d (%s)", len(self.train_features), status)
-        self.eval_features, status = data.load_or_build_features(data_conf["validation_file"], split="validation", **common)
-        logger.info("validation features: %d (%s)", len(self.eval_features), status)
 
         self.model = context.wrap_model(AutoModelForQuestionAnswering.from_pretrained(name))
         self.optimizer = context.wrap_optimizer(build_optimizer(self.model, hp))
@@ -180,7 +161,7 @@ class SquadTrial(pytorch.PyTorchTrial):
             torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_warmup_decay(warmup, total)),
             step_mode=pytorch.LRScheduler.StepMode.STEP_EVERY_OPTIMIZER_STEP)
 
-        self.evaluator = SquadEvaluator(self.eval_features, data.fetch(data_conf["validation_file"], root), hp)
+        self.evaluator = SquadEvaluator(self.eval_features, data.fetch(data_conf["validation_file"], data.cache_root(data_conf)), hp)
         self.logits = context.wrap_reducer(LogitsReducer(self.evaluator, context.distributed.rank == 0),
                                            for_training=False)
         self.grad_norm = float("nan")

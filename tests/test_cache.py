@@ -1,0 +1,123 @@
+"""The shared feature cache under concurrency and failure, and the data commands."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import data
+from conftest import ROOT
+
+SPEC = data.FeatureSpec(max_seq_length=64, doc_stride=24, max_query_length=16)
+
+# A process that loads (or builds) one key and prints its status and a digest of the arrays.
+LOADER = """
+import hashlib, json, sys
+sys.path.insert(0, {root!r})
+import data
+from transformers import AutoTokenizer
+tok = AutoTokenizer.from_pretrained({model!r})
+spec = data.FeatureSpec(64, 24, 16)
+f, status = data.load_or_build_features({source!r}, tok, spec, "train", {cache!r}, workers={workers})
+digest = hashlib.sha256(b"".join(f.arrays[k].tobytes() for k in sorted(f.arrays))).hexdigest()
+print(json.dumps({{"status": status, "digest": digest}}))
+"""
+
+
+def loader(tiny_model, source, cache, workers=1):
+    code = LOADER.format(root=ROOT, model=tiny_model, source=source, cache=str(cache), workers=workers)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_parallel_workers_build_identical_features(squad_files, tokenizer):
+    examples = data.read_squad(squad_files[0], "train")
+    one = data.featurize(examples, tokenizer, SPEC, training=True, workers=1, batch_size=64)
+    two = data.featurize(examples, tokenizer, SPEC, training=True, workers=2, batch_size=64)
+    assert one.keys() == two.keys()
+    for k in one:
+        np.testing.assert_array_equal(one[k], two[k])
+
+
+def test_four_processes_racing_build_once(squad_files, tiny_model, tmp_path):
+    procs = [loader(tiny_model, squad_files[0], tmp_path) for _ in range(4)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert sorted(r["status"] for r in results) == ["built", "loaded", "loaded", "loaded"]
+    assert len({r["digest"] for r in results}) == 1
+
+
+def test_builder_killed_midway_never_leaves_a_partial_entry(tmp_path, tiny_model, squad_files):
+    # A larger file so a build takes long enough to be interrupted at several points.
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import make_squad_data
+
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps(make_squad_data.make_dataset(3000, 7, 1, "big")))
+    cache = tmp_path / "cache"
+    reference = loader(tiny_model, str(big), tmp_path / "reference")
+    expected = json.loads(reference.communicate(timeout=300)[0].strip().splitlines()[-1])["digest"]
+    for delay in (0.5, 2.0, 3.5, 5.0):
+        p = loader(tiny_model, str(big), cache, workers=2)
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        entries = [d for d in os.listdir(cache / "features") if not d.startswith(".") and not d.endswith(".lock")] \
+            if (cache / "features").exists() else []
+        for entry in entries:  # anything published must be complete and verify
+            data._load_entry(str(cache / "features" / entry))
+    p = loader(tiny_model, str(big), cache)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-2000:]
+    assert json.loads(out.strip().splitlines()[-1])["digest"] == expected
+    leftovers = [d for d in os.listdir(cache / "features") if ".tmp-" in d]
+    assert not leftovers
+
+
+def test_prepare_command_builds_then_loads(tmp_path, squad_files, tiny_model):
+    config = {"data": {"train_file": squad_files[0], "validation_file": squad_files[1], "use_bind_mount": False,
+                       "cache_dir": str(tmp_path / "cache")},
+              "hyperparameters": {"pretrained_model_name": tiny_model, "max_seq_length": 64, "doc_stride": 24,
+                                  "max_query_length": 16}}
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    reports = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "data.py"), "prepare", "--config", str(path)],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        reports.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert [r["train"]["status"] for r in reports] == ["built", "loaded"]
+    assert [r["validation"]["status"] for r in reports] == ["built", "loaded"]
+    assert reports[0]["train"]["examples"] == 400 and reports[0]["validation"]["examples"] == 120
+    assert reports[0]["train"]["features"] > 400 and reports[0]["train"]["key"] == reports[1]["train"]["key"]
+
+
+def test_audit_recovers_every_generated_answer_and_explains_misses(tmp_path, squad_files, tiny_model):
+    def audit(path, *extra):
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "data.py"), "audit", path, "--model", tiny_model,
+                               *extra], capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    report = audit(squad_files[0], "--max-seq-length", "128", "--doc-stride", "32")
+    assert report["recovered"] == report["recovered_exact"] == report["answerable"] > 0
+    assert report["unrecovered"] == []
+    dataset = json.loads(open(squad_files[0]).read())
+    qas = [qa for a in dataset["data"] for p in a["paragraphs"] for qa in p["qas"] if qa["answers"]]
+    qas[0]["answers"][0]["answer_start"] += 1
+    context = dataset["data"][0]["paragraphs"][0]["context"]
+    dataset["data"][0]["paragraphs"].append({"context": context, "qas": [
+        {"id": "long", "question": "What is all of it?", "is_impossible": False,
+         "answers": [{"text": context, "answer_start": 0}]}]})
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(dataset))
+    report = audit(str(bad), "--max-seq-length", "64", "--doc-stride", "24", "--max-query-length", "16")
+    reasons = {u["id"]: u["reason"] for u in report["unrecovered"]}
+    assert reasons[qas[0]["id"]] == "bad answer_start"
+    assert reasons["long"] == "answer longer than a window"
