@@ -43,6 +43,7 @@ DEFAULT_HPARAMS = {
     "null_score_diff_threshold": 0.0,
     "do_lower_case": True,
     "pad_to_max_length": False,
+    "bucket_by_length": True,
     "seed": 42,
     "reporting_period_batches": 50,
     "validation_period_batches": 0,

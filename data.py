@@ -479,6 +479,49 @@ class FeatureDataset(torch.utils.data.Dataset):
         return i
 
 
+class LengthBucketBatchSampler(torch.utils.data.Sampler):
+    """Batches of features of similar length, so padding to each batch's longest feature wastes
+    little. Each epoch: a seeded random permutation, cut into pools of `pool_batches` global
+    batches, each pool sorted by length and cut into global batches, the global batch order
+    shuffled, and each global batch dealt out as `replicas` consecutive per-rank batches (the way
+    Determined's loader shards batches). So the global batches are the same on 1 or N ranks, every
+    rank builds the same sequence, and a resumed run (which replays the sampler and skips what it
+    trained) sees the same batches. Without `shuffle` (evaluation): all features sorted by length,
+    in per-rank batches."""
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, shuffle: bool = True, seed: int = 0,
+                 replicas: int = 1, pool_batches: int = 64):
+        self.lengths, self.batch_size, self.shuffle, self.seed = np.asarray(lengths), batch_size, shuffle, seed
+        self.replicas, self.global_size = replicas, batch_size * replicas
+        self.pool = pool_batches * self.global_size
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n, g = len(self.lengths), self.global_size
+        if not self.shuffle:
+            return math.ceil(n / self.batch_size)
+        return (n // g + (n % g >= self.replicas)) * self.replicas
+
+    def __iter__(self):
+        n, bs, g = len(self.lengths), self.batch_size, self.global_size
+        if not self.shuffle:
+            order = np.argsort(self.lengths, kind="stable")
+            yield from (order[i:i + bs].tolist() for i in range(0, n, bs))
+            return
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        order = rng.permutation(n)
+        for lo in range(0, n, self.pool):
+            pool = order[lo:lo + self.pool]
+            order[lo:lo + self.pool] = pool[np.argsort(self.lengths[pool], kind="stable")]
+        for b in rng.permutation(math.ceil(n / g)):
+            batch = order[b * g:(b + 1) * g]
+            # Exactly `replicas` parts per global batch keeps every rank on its share; a last
+            # global batch smaller than the number of ranks (at most replicas - 1 features) is dropped.
+            if len(batch) >= self.replicas:
+                yield from (part.tolist() for part in np.array_split(batch, self.replicas))
+
+
 class Collator:
     """Builds a batch of tensors from feature indices, padded to the batch's longest feature
     (rounded up to a multiple of 8) or to max_seq_length when `pad_to_max`."""

@@ -215,13 +215,17 @@ class SquadTrial(pytorch.PyTorchTrial):
         return {}
 
     def _loader(self, features: data.Features, shuffle: bool) -> pytorch.DataLoader:
-        # A generator of our own seed: every rank draws the same order, and a resumed run (which
-        # skips the batches already trained) sees the same order as an uninterrupted one.
+        # Seeded by the config: every rank draws the same batches, and a resumed run (which skips
+        # the batches already trained) sees the same order as an uninterrupted one.
+        collate = data.Collator(features, self.tokenizer.pad_token_id, self.hp["pad_to_max_length"])
+        dataset, batch_size = data.FeatureDataset(features), self.context.get_per_slot_batch_size()
+        if self.hp["bucket_by_length"] and not self.hp["pad_to_max_length"]:
+            sampler = data.LengthBucketBatchSampler(features.arrays["lengths"], batch_size, shuffle, int(self.hp["seed"]),
+                                                    replicas=self.context.distributed.size)
+            return pytorch.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
         generator = torch.Generator().manual_seed(int(self.hp["seed"]))
-        return pytorch.DataLoader(data.FeatureDataset(features), batch_size=self.context.get_per_slot_batch_size(),
-                                  shuffle=shuffle, generator=generator,
-                                  collate_fn=data.Collator(features, self.tokenizer.pad_token_id,
-                                                           self.hp["pad_to_max_length"]))
+        return pytorch.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                                  collate_fn=collate)
 
     def build_training_data_loader(self) -> pytorch.DataLoader:
         return self._loader(self.train_features, shuffle=True)

@@ -38,8 +38,22 @@ RELATIONS = [
 GOODS = ["copper", "wool", "salt", "timber", "olive oil", "silk", "glass beads", "tea", "iron tools", "amber"]
 
 
-def name(rng, parts=(2, 3)):
-    return "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(*parts))).capitalize()
+def _name_pool(size=240, seed=0):
+    """A fixed pool of invented proper names. Drawing names from a pool, as real text reuses
+    names, keeps each one frequent enough to be a single piece in the tiny model's vocabulary."""
+    rng, pool = random.Random(seed), []
+    while len(pool) < size:
+        word = "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+        if word not in pool:
+            pool.append(word)
+    return pool
+
+
+NAMES = _name_pool()
+
+
+def name(rng):
+    return rng.choice(NAMES)
 
 
 def value(rng, kind):

@@ -34,11 +34,10 @@ def corpus(seed):
                 yield qa["question"]
 
 
-def train_vocab(min_word_count=40, seed=0):
+def train_vocab(min_word_count=10, seed=0):
     """A Unigram (SentencePiece-model) vocabulary estimated from generated text: every word seen at
-    least `min_word_count` times becomes a piece scored by its log frequency; rarer words (the
-    generated names) fall back to syllable pieces, then single characters, as rare words do in
-    ALBERT's own vocabulary. (The `tokenizers` Unigram trainer, tried first, pruned even "the" on
+    least `min_word_count` times becomes a piece scored by its log frequency; rarer words fall back
+    to syllable pieces, then single characters, as rare words do in ALBERT's own vocabulary. (The `tokenizers` Unigram trainer, tried first, pruned even "the" on
     this small repetitive corpus.)"""
     words, chars = collections.Counter(), collections.Counter()
     for text in corpus(seed):
