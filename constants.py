@@ -44,6 +44,8 @@ DEFAULT_HPARAMS = {
     "do_lower_case": True,
     "pad_to_max_length": False,
     "bucket_by_length": True,
+    "amp": "bf16",
+    "gradient_checkpointing": False,
     "seed": 42,
     "reporting_period_batches": 50,
     "validation_period_batches": 0,

@@ -65,6 +65,38 @@ def build_optimizer(model: torch.nn.Module, hp: Dict[str, Any]) -> torch.optim.O
     raise ValueError(f"hyperparameters.optimizer: {hp['optimizer']!r} is not one of 'adamw', 'radam'")
 
 
+def load_model(hp: Dict[str, Any]) -> torch.nn.Module:
+    """The QA model through the Auto classes, with PyTorch's fused scaled_dot_product_attention
+    where the architecture supports it (ALBERT does in transformers 5)."""
+    name = hp["pretrained_model_name"]
+    try:
+        model = AutoModelForQuestionAnswering.from_pretrained(name, attn_implementation="sdpa")
+    except (ValueError, ImportError) as err:
+        logger.warning("%s: no scaled_dot_product_attention support (%s); using eager attention", name, err)
+        model = AutoModelForQuestionAnswering.from_pretrained(name, attn_implementation="eager")
+    logger.info("attention implementation: %s", model.config._attn_implementation)
+    if hp.get("gradient_checkpointing"):
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def precision(amp: str, context: pytorch.PyTorchTrialContext):
+    """A context manager factory for the forward passes: bf16 autocast on GPUs that support it,
+    fp16 through Determined's automatic mixed precision (autocast plus a gradient scaler it steps
+    and unscales before clipping), fp32 on a CPU or with amp: none."""
+    if amp not in ("bf16", "fp16", "none"):
+        raise ValueError(f"hyperparameters.amp: {amp!r} is not one of bf16, fp16, none")
+    if amp == "none" or not torch.cuda.is_available():
+        if amp != "none":
+            logger.info("amp: %s requested but no GPU: training in fp32", amp)
+        return contextlib.nullcontext
+    if amp == "bf16" and torch.cuda.is_bf16_supported():
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    logger.info("amp: fp16 with a gradient scaler%s", "" if amp == "fp16" else " (this GPU has no bf16)")
+    context.experimental.use_amp()  # Determined wraps the model's forward in autocast and scales the loss
+    return contextlib.nullcontext
+
+
 class SquadEvaluator:
     """Chief-side evaluation: logits of every validation feature → predictions files + metrics."""
 
@@ -149,9 +181,8 @@ class SquadTrial(pytorch.PyTorchTrial):
         for split, report in info["report"].items():
             logger.info("%s features: %d from %d questions (%s, cache key %s)", split, report["features"],
                         report["examples"], report["status"], report["key"])
-        name = hp["pretrained_model_name"]
-
-        self.model = context.wrap_model(AutoModelForQuestionAnswering.from_pretrained(name))
+        self.autocast = precision(hp["amp"], context)  # before wrap_model: fp16 wraps the forward pass
+        self.model = context.wrap_model(load_model(hp))
         self.optimizer = context.wrap_optimizer(build_optimizer(self.model, hp))
         total = self.total_optimizer_steps()
         warmup = int(hp["warmup_fraction"] * total)
@@ -190,7 +221,8 @@ class SquadTrial(pytorch.PyTorchTrial):
     def train_batch(self, batch: Dict[str, torch.Tensor], epoch_idx: int, batch_idx: int) -> Dict[str, Any]:
         started = time.perf_counter()
         batch.pop("feature_index")
-        loss = self.model(**batch).loss
+        with self.autocast():
+            loss = self.model(**batch).loss
         self.context.backward(loss)
         self.context.step_optimizer(self.optimizer, clip_grads=self._clip)
         loss = loss.item()  # also waits for the device, so the timing below is real
@@ -209,7 +241,8 @@ class SquadTrial(pytorch.PyTorchTrial):
         if batch_idx == 0 and self.context.distributed.rank == 0:
             self.evaluator.out_dir = os.path.join(predictions_root(self.context), f"batch_{self.batches_trained}")
         feature_index = batch.pop("feature_index")
-        out = self.model(**batch)
+        with self.autocast():
+            out = self.model(**batch)
         self.logits.update(feature_index, out.start_logits, out.end_logits)
         self.last_batch_end = None  # validation time is not training time
         return {}

@@ -12,7 +12,6 @@ import json
 import os
 import random
 
-SYLLABLES = "ka lo mi ra ten vor zu bel dra fin gor hal ish jun kes lum mar nor pel quin ros sul tav ur vin wes yar zel".split()
 MONTHS = "January February March April May June July August September October November December".split()
 FILLER = [
     "Many visitors arrive during the warm season.",
@@ -29,7 +28,7 @@ RELATIONS = [
     ("capital", "The capital of {s} is {o}.", ["What is the capital of {s}?", "Which city is the capital of {s}?"], "place"),
     ("founder", "{s} was founded by {o}.", ["Who founded {s}?", "By whom was {s} founded?"], "person"),
     ("year", "{s} was established in {o}.", ["When was {s} established?", "In what year was {s} established?"], "year"),
-    ("river", "The {o} river flows through {s}.", ["Which river flows through {s}?", "What river runs through {s}?"], "name"),
+    ("river", "The {o} river flows through {s}.", ["Which river flows through {s}?", "What river runs through {s}?"], "river"),
     ("leader", "{s} is currently led by {o}.", ["Who leads {s}?", "Who is the current leader of {s}?"], "person"),
     ("population", "About {o} people live in {s}.", ["How many people live in {s}?", "What is the population of {s}?"], "number"),
     ("export", "The main export of {s} is {o}.", ["What is the main export of {s}?", "What does {s} mainly export?"], "good"),
@@ -38,29 +37,38 @@ RELATIONS = [
 GOODS = ["copper", "wool", "salt", "timber", "olive oil", "silk", "glass beads", "tea", "iron tools", "amber"]
 
 
-def _name_pool(size=240, seed=0):
-    """A fixed pool of invented proper names. Drawing names from a pool, as real text reuses
-    names, keeps each one frequent enough to be a single piece in the tiny model's vocabulary."""
+def _name_pool(syllables, endings, size, seed):
+    """A fixed pool of invented names of one kind. Each kind has its own sound (people, cities,
+    regions and rivers are told apart by their look, as in real text), and drawing from a pool, as
+    real text reuses names, keeps each name frequent enough to be one piece of the tiny vocabulary."""
     rng, pool = random.Random(seed), []
     while len(pool) < size:
-        word = "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+        word = ("".join(rng.choice(syllables) for _ in range(rng.randint(1, 2))) + rng.choice(endings)).capitalize()
         if word not in pool:
             pool.append(word)
     return pool
 
 
-NAMES = _name_pool()
+PLACE_SYLLABLES = "ka lo mi ra ten vor zu bel dra fin gor hal".split()
+PERSON_SYLLABLES = "ish jun kes lum mar nor pel quin ros sul tav vin".split()
+NAMES = {
+    "region": _name_pool(PLACE_SYLLABLES, ["ia", "or", "and"], 120, 1),
+    "place": _name_pool(PLACE_SYLLABLES, ["burg", "ton", "mere"], 120, 2),
+    "river": _name_pool(PLACE_SYLLABLES, ["ava", "ine"], 60, 3),
+    "first": _name_pool(PERSON_SYLLABLES, ["o", "a", "el"], 80, 4),
+    "last": _name_pool(PERSON_SYLLABLES, ["son", "ez", "ard"], 80, 5),
+}
 
 
-def name(rng):
-    return rng.choice(NAMES)
+def name(rng, kind="region"):
+    return rng.choice(NAMES[kind])
 
 
 def value(rng, kind):
-    if kind == "place" or kind == "name":
-        return name(rng)
+    if kind in ("place", "river"):
+        return name(rng, kind)
     if kind == "person":
-        return f"{name(rng)} {name(rng)}"
+        return f"{name(rng, 'first')} {name(rng, 'last')}"
     if kind == "year":
         return str(rng.randint(1100, 1990))
     if kind == "number":
@@ -137,7 +145,7 @@ def make_dataset(n_questions, seed, n_variants, title_prefix):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir")
-    parser.add_argument("--train-questions", type=int, default=6000)
+    parser.add_argument("--train-questions", type=int, default=12000)
     parser.add_argument("--dev-questions", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args()

@@ -49,7 +49,7 @@ def train_vocab(min_word_count=10, seed=0):
     total = sum(words.values())
     pieces = {w: math.log(c / total) for w, c in words.items() if c >= min_word_count and len(w) > 1}
     floor = math.log(1 / total)
-    for syllable in make_squad_data.SYLLABLES:
+    for syllable in make_squad_data.PLACE_SYLLABLES + make_squad_data.PERSON_SYLLABLES:
         for piece in (syllable, "▁" + syllable):
             pieces.setdefault(piece, floor - 1)
     for ch in chars:

@@ -1,0 +1,246 @@
+"""Training and evaluation speed benchmarks (not tests). Each prints one JSON object on its last line.
+
+    python bench/train_bench.py train_step [--shape S] [--amp bf16|fp16|none] [--batch B]
+    python bench/train_bench.py bucketing  [--shape S] [--amp ...] [--batch B]
+    python bench/train_bench.py postprocess [--questions 12000]
+
+Shapes: `albert-xxlarge-v2` (hidden 4096, 12 layers, 64 heads, FFN 16384, embeddings 128, vocab
+30000; built from its config with random weights: no download) is the default on a GPU; on a CPU
+the default is `albert-xxlarge-v2/8` (the same depth with hidden, heads and FFN divided by 8),
+and the JSON says so.
+
+Model FLOPs per training sequence of S tokens: 3 x layers x S x (24 H^2 + 4 S H) (forward matmuls
+and attention, x3 for forward + backward); with H = 4096, 12 layers, S = 384: 5.65 TFLOP.
+MFU = achieved model FLOP/s / peak. Peak: the GPU's dense bf16/fp16 tensor peak from its
+datasheet (H100/H200 SXM: 989 TFLOP/s; A100: 312) or, on a CPU, the float32 matmul rate measured
+in the same run (a 2048^3 matmul), so the CPU figure is relative to what this machine can do.
+"""
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+XXLARGE = dict(vocab_size=30000, embedding_size=128, hidden_size=4096, num_hidden_layers=12,
+               num_attention_heads=64, intermediate_size=16384)
+GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}
+
+
+def shape_config(shape: str) -> dict:
+    if shape == "albert-xxlarge-v2":
+        return dict(XXLARGE)
+    if shape.startswith("albert-xxlarge-v2/"):
+        k = int(shape.split("/")[1])
+        return dict(XXLARGE, hidden_size=4096 // k, num_attention_heads=64 // k, intermediate_size=16384 // k)
+    raise SystemExit(f"unknown --shape {shape!r}: use albert-xxlarge-v2 or albert-xxlarge-v2/K")
+
+
+def build_model(shape: str, device: torch.device):
+    from transformers import AlbertConfig, AlbertForQuestionAnswering
+
+    config = AlbertConfig(**shape_config(shape), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config._attn_implementation = "sdpa"
+    return AlbertForQuestionAnswering(config).to(device), config
+
+
+def flops_per_sequence(config, tokens: int) -> float:
+    h = config.hidden_size
+    return 3.0 * config.num_hidden_layers * tokens * (24 * h * h + 4 * tokens * h)
+
+
+def peak_flops(device: torch.device) -> tuple:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, tflops in GPU_PEAK_TFLOPS.items():
+            if key in name:
+                return tflops * 1e12, f"{name} datasheet dense bf16: {tflops} TFLOP/s"
+        return float("nan"), f"{name}: no datasheet peak known"
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(5):
+        a @ b
+    rate = 5 * 2 * 2048 ** 3 / (time.perf_counter() - t)
+    return rate, f"CPU float32 2048^3 matmul measured in this run: {rate / 1e9:.1f} GFLOP/s"
+
+
+def autocast(device, amp):
+    if amp == "none" or device.type == "cpu":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def time_steps(model, batches, device, amp, optimizer, warmup=2):
+    """Seconds per batch over `batches` (a list of (input_ids, attention_mask)), after warmup."""
+    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" and device.type == "cuda" else None
+
+    def step(ids, mask):
+        labels = torch.zeros(ids.shape[0], dtype=torch.long, device=device)
+        with autocast(device, amp):
+            loss = model(input_ids=ids, attention_mask=mask, start_positions=labels, end_positions=labels).loss
+        if scaler:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for ids, mask in batches[:warmup]:
+        step(ids, mask)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    for ids, mask in batches[warmup:]:
+        step(ids, mask)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t) / max(1, len(batches) - warmup)
+
+
+def random_batch(batch, seq, device, vocab):
+    return (torch.randint(5, vocab, (batch, seq), device=device), torch.ones(batch, seq, dtype=torch.long, device=device))
+
+
+def cmd_train_step(args, device):
+    model, config = build_model(args.shape, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    batches = [random_batch(args.batch, 384, device, config.vocab_size) for _ in range(args.steps + 2)]
+    seconds = time_steps(model, batches, device, args.amp, optimizer)
+    peak, peak_note = peak_flops(device)
+    achieved = args.batch * flops_per_sequence(config, 384) / seconds
+    return {"device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
+            "shape": args.shape, "seq_len": 384, "batch": args.batch, "amp": args.amp,
+            "examples_per_s": round(args.batch / seconds, 3), "tokens_per_s": round(args.batch * 384 / seconds, 1),
+            "mfu": round(achieved / peak, 4) if peak == peak else None,
+            "achieved_tflops": round(achieved / 1e12, 3), "peak": peak_note,
+            "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
+            "attention": config._attn_implementation}
+
+
+def squad_lengths(n_questions=3000, seed=5):
+    """Feature lengths of generated SQuAD 2.0-format data at max_seq_length 384 with the tiny tokenizer."""
+    import tempfile
+
+    import data
+    import make_squad_data
+    import make_tiny_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = data.load_tokenizer(make_tiny_model.build(os.path.join(tmp, "tiny")))
+        path = os.path.join(tmp, "train.json")
+        with open(path, "w") as f:
+            json.dump(make_squad_data.make_dataset(n_questions, seed, 1, "bench"), f)
+        examples = data.read_squad(path, "train")
+        return data.featurize(examples, tokenizer, data.FeatureSpec(384, 128, 64), training=True)["lengths"]
+
+
+def cmd_bucketing(args, device):
+    import data
+
+    lengths = squad_lengths().astype(np.int64)
+    model, config = build_model(args.shape, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    rng = np.random.default_rng(0)
+    n_batches = args.steps + 2
+
+    def make(batches_idx, pad_to_max):
+        out, real, computed = [], 0, 0
+        for idx in batches_idx[:n_batches]:
+            lens = lengths[idx]
+            width = 384 if pad_to_max else int(np.ceil(lens.max() / 8) * 8)
+            mask = (np.arange(width)[None, :] < lens[:, None]).astype(np.int64)
+            ids = torch.randint(5, config.vocab_size, (len(idx), width), device=device)
+            out.append((ids, torch.from_numpy(mask).to(device)))
+            real, computed = real + lens.sum(), computed + len(idx) * width
+        return out, real / computed
+
+    random_batches = [rng.choice(len(lengths), args.batch, replace=False) for _ in range(n_batches)]
+    bucketed = [b for b in data.LengthBucketBatchSampler(lengths, args.batch, seed=0) if len(b) == args.batch]
+    bucketed = [bucketed[i] for i in rng.permutation(len(bucketed))]
+    padded_batches, eff_padded = make(random_batches, pad_to_max=True)
+    bucket_batches, eff_bucketed = make(bucketed, pad_to_max=False)
+    # Padding efficiency over a whole epoch, not only the timed batches.
+    eff_epoch = lengths.sum() / sum(len(b) * np.ceil(lengths[b].max() / 8) * 8
+                                    for b in data.LengthBucketBatchSampler(lengths, args.batch, seed=1))
+    padded_s = time_steps(model, padded_batches, device, args.amp, optimizer)
+    bucketed_s = time_steps(model, bucket_batches, device, args.amp, optimizer)
+    return {"device": "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device), "shape": args.shape,
+            "batch": args.batch, "amp": args.amp, "features": int(len(lengths)),
+            "mean_feature_length": round(float(lengths.mean()), 1),
+            "padded_examples_per_s": round(args.batch / padded_s, 3),
+            "bucketed_examples_per_s": round(args.batch / bucketed_s, 3),
+            "speedup": round(padded_s / bucketed_s, 2),
+            "padding_efficiency_padded": round(float(eff_padded), 3),
+            "padding_efficiency_bucketed": round(float(eff_bucketed), 3),
+            "padding_efficiency_bucketed_epoch": round(float(eff_epoch), 3)}
+
+
+def cmd_postprocess(args, _device):
+    import make_squad_data
+    import postprocess
+    import squad_eval
+
+    rng = np.random.default_rng(0)
+    dataset = make_squad_data.make_dataset(args.questions, 3, 3, "dev")
+    qas = [(qa, p["context"]) for a in dataset["data"] for p in a["paragraphs"] for qa in p["qas"]]
+    # SQuAD-shaped windows: about 5% of questions have a second window.
+    example_index = np.repeat(np.arange(len(qas)), np.where(rng.random(len(qas)) < 0.05, 2, 1))
+    n, width = len(example_index), 384
+    offsets = np.full((n, width, 2), -1, dtype=np.int32)
+    for f, e in enumerate(example_index):
+        context = qas[e][1]
+        words = np.array([(i, i + len(w)) for i, w in _word_spans(context)][:width - 30], dtype=np.int32)
+        offsets[f, 20:20 + len(words)] = words
+    start = rng.normal(size=(n, width)).astype(np.float32)
+    end = rng.normal(size=(n, width)).astype(np.float32)
+    t = time.perf_counter()
+    predictions, nbest, null_odds = postprocess.postprocess([qa["id"] for qa, _ in qas], [c for _, c in qas],
+                                                            example_index, offsets, start, end)
+    metrics = squad_eval.evaluate(dataset["data"], predictions, null_odds, 0.0)
+    seconds = time.perf_counter() - t
+    return {"questions": len(qas), "features": n, "seconds": round(seconds, 3), "f1_of_random_logits": round(metrics["f1"], 2)}
+
+
+def _word_spans(text):
+    start = None
+    for i, ch in enumerate(text + " "):
+        if ch != " " and start is None:
+            start = i
+        elif ch == " " and start is not None:
+            yield start, text[start:i]
+            start = None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["train_step", "bucketing", "postprocess"])
+    parser.add_argument("--shape", help="albert-xxlarge-v2 (GPU default) or albert-xxlarge-v2/K (CPU default K=8)")
+    parser.add_argument("--amp", choices=["bf16", "fp16", "none"], default=None)
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--questions", type=int, default=12000)
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    args.shape = args.shape or ("albert-xxlarge-v2" if device.type == "cuda" else "albert-xxlarge-v2/8")
+    args.amp = args.amp or ("bf16" if device.type == "cuda" else "none")
+    args.batch = args.batch or (32 if device.type == "cuda" else 8)
+    command = {"train_step": cmd_train_step, "bucketing": cmd_bucketing, "postprocess": cmd_postprocess}[args.command]
+    result = command(args, device)
+    if device.type == "cpu" and args.command != "postprocess":
+        result["note"] = f"CPU run: scaled-down shape {args.shape}, fp32"
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
