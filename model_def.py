@@ -65,6 +65,17 @@ def build_optimizer(model: torch.nn.Module, hp: Dict[str, Any]) -> torch.optim.O
     raise ValueError(f"hyperparameters.optimizer: {hp['optimizer']!r} is not one of 'adamw', 'radam'")
 
 
+def qa_loss(start_logits, end_logits, start_positions, end_positions, attention_mask) -> torch.Tensor:
+    """Mean of the start and end cross-entropies with padding positions masked out, so the loss of
+    a feature does not depend on how far its batch is padded (bucketed, pad-to-max, or split
+    across ranks all train the same)."""
+    pad = attention_mask == 0
+    start = start_logits.float().masked_fill(pad, -1e4)
+    end = end_logits.float().masked_fill(pad, -1e4)
+    return (torch.nn.functional.cross_entropy(start, start_positions)
+            + torch.nn.functional.cross_entropy(end, end_positions)) / 2
+
+
 def load_model(hp: Dict[str, Any]) -> torch.nn.Module:
     """The QA model through the Auto classes, with PyTorch's fused scaled_dot_product_attention
     where the architecture supports it (ALBERT does in transformers 5)."""
@@ -195,7 +206,7 @@ class SquadTrial(pytorch.PyTorchTrial):
         self.evaluator = SquadEvaluator(self.eval_features, data.fetch(data_conf["validation_file"], data.cache_root(data_conf)), hp)
         self.logits = context.wrap_reducer(LogitsReducer(self.evaluator, context.distributed.rank == 0),
                                            for_training=False)
-        self.grad_norm = float("nan")
+        self.grad_norm = 0.0  # gradient norm at the last optimizer step (NaN is not valid JSON for the master)
         self.last_batch_end: Optional[float] = None
         self.batches_trained = 0
         self.last_metrics: Dict[str, Any] = {}
@@ -221,8 +232,10 @@ class SquadTrial(pytorch.PyTorchTrial):
     def train_batch(self, batch: Dict[str, torch.Tensor], epoch_idx: int, batch_idx: int) -> Dict[str, Any]:
         started = time.perf_counter()
         batch.pop("feature_index")
+        start_positions, end_positions = batch.pop("start_positions"), batch.pop("end_positions")
         with self.autocast():
-            loss = self.model(**batch).loss
+            out = self.model(**batch)
+        loss = qa_loss(out.start_logits, out.end_logits, start_positions, end_positions, batch["attention_mask"])
         self.context.backward(loss)
         self.context.step_optimizer(self.optimizer, clip_grads=self._clip)
         loss = loss.item()  # also waits for the device, so the timing below is real

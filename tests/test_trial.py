@@ -3,6 +3,7 @@ a few batches with metrics, outputs and checkpoints; resume; and 2 processes und
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -21,8 +22,8 @@ def write_config(tmp_path, squad_files, tiny_model, name="config.yaml", slots=1,
         config = yaml.safe_load(f)
     config["data"].update(train_file=squad_files[0], validation_file=squad_files[1],
                           cache_dir=str(tmp_path.parent / "feature-cache"))
-    config["hyperparameters"].update(pretrained_model_name=tiny_model, global_batch_size=8, max_seq_length=128,
-                                     doc_stride=32, reporting_period_batches=2, learning_rate=1e-3, **hparams)
+    config["hyperparameters"].update({"pretrained_model_name": tiny_model, "global_batch_size": 8, "max_seq_length": 128,
+                                      "doc_stride": 32, "reporting_period_batches": 2, "learning_rate": 1e-3, **hparams})
     config["resources"]["slots_per_trial"] = slots
     path = tmp_path / name
     path.write_text(yaml.safe_dump(config))
@@ -95,3 +96,15 @@ def test_two_processes_match_one(tmp_path, squad_files, tiny_model):
         torch.testing.assert_close(a[name], b[name].to(a[name].dtype), rtol=0, atol=1e-4, msg=name)
     assert METRIC_KEYS <= set(two) and two["total"] == one["total"]
     assert two["f1"] == pytest.approx(one["f1"], abs=1.0)
+
+
+def test_schedule_counts_optimizer_steps_with_aggregation(tmp_path, squad_files, tiny_model):
+    """8 batches with aggregation_frequency 2 are 4 optimizer steps, taken at rates 1, 3/4, 1/2, 1/4
+    of the peak (linear decay to 0 at the end of training). Counted in batches, the last step would
+    still run at 5/8 of the peak."""
+    config = write_config(tmp_path, squad_files, tiny_model, max_batches=8, aggregation_frequency=2,
+                          reporting_period_batches=1, warmup_fraction=0.0, learning_rate=1e-3)
+    _, log = run(["--config", config], tmp_path / "out")
+    lrs = [float(re.search(r"'lr': ([0-9.e-]+)", line).group(1)) for line in log.splitlines()
+           if "report_training_metrics(" in line]
+    assert lrs == pytest.approx([1e-3, 1e-3, 7.5e-4, 7.5e-4, 5e-4, 5e-4, 2.5e-4, 2.5e-4])
