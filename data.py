@@ -431,6 +431,28 @@ def _load_entry(entry: str) -> Features:
     return Features(arrays, manifest, examples["ids"], [contexts[c] for c in examples["context_index"]])
 
 
+@contextlib.contextmanager
+def _acquire(lock_path: str, timeout: float, what: str):
+    """The build lock, logging while another process holds it. filelock uses flock(): the OS
+    releases it when its holder dies, however it dies, so a crashed builder never blocks others."""
+    lock = filelock.FileLock(lock_path)
+    started = time.time()
+    while True:
+        waited = time.time() - started
+        try:
+            lock.acquire(timeout=max(0.0, min(30.0, timeout - waited)))
+            break
+        except filelock.Timeout:
+            waited = time.time() - started
+            if waited >= timeout:
+                raise
+            logger.info("waiting for another process building %s (%.0fs of at most %.0fs)", what, waited, timeout)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def load_or_build_features(source: str, tokenizer, spec: FeatureSpec, split: str, cache_dir: str,
                            do_lower_case: bool = True, skip_invalid: bool = False,
                            lock_timeout: float = 3600, workers: int = 1) -> Tuple[Features, str]:
@@ -443,8 +465,7 @@ def load_or_build_features(source: str, tokenizer, spec: FeatureSpec, split: str
     os.makedirs(root, exist_ok=True)
     entry = os.path.join(root, key)
     try:
-        lock = filelock.FileLock(entry + ".lock", timeout=lock_timeout)
-        with lock:
+        with _acquire(entry + ".lock", lock_timeout, entry):
             if os.path.isdir(entry):
                 try:
                     return _load_entry(entry), "loaded"

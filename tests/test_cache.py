@@ -121,3 +121,98 @@ def test_audit_recovers_every_generated_answer_and_explains_misses(tmp_path, squ
     reasons = {u["id"]: u["reason"] for u in report["unrecovered"]}
     assert reasons[qas[0]["id"]] == "bad answer_start"
     assert reasons["long"] == "answer longer than a window"
+
+
+def test_truncated_array_is_detected_and_rebuilt(squad_files, tokenizer, tmp_path):
+    f1, _ = data.load_or_build_features(squad_files[1], tokenizer, SPEC, "validation", str(tmp_path))
+    expected = np.array(f1.arrays["offsets"])
+    path = tmp_path / "features" / f1.manifest["key"] / "offsets.npy"
+    del f1
+    path.write_bytes(path.read_bytes()[:-1000])
+    f2, status = data.load_or_build_features(squad_files[1], tokenizer, SPEC, "validation", str(tmp_path))
+    assert status == "built"
+    np.testing.assert_array_equal(f2.arrays["offsets"], expected)
+
+
+def test_key_changes_with_every_field_that_changes_features(squad_files, tokenizer, tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    base = data.cache_key("abc", tokenizer, SPEC, True, "train")
+    assert base == data.cache_key("abc", tokenizer, SPEC, True, "train")
+    other_tokenizer = AutoTokenizer.from_pretrained(tiny_model, do_lower_case=False)
+    variants = [
+        data.cache_key("abd", tokenizer, SPEC, True, "train"),
+        data.cache_key("abc", other_tokenizer, SPEC, True, "train"),
+        data.cache_key("abc", tokenizer, data.FeatureSpec(65, 24, 16), True, "train"),
+        data.cache_key("abc", tokenizer, data.FeatureSpec(64, 25, 16), True, "train"),
+        data.cache_key("abc", tokenizer, data.FeatureSpec(64, 24, 17), True, "train"),
+        data.cache_key("abc", tokenizer, SPEC, False, "train"),
+        data.cache_key("abc", tokenizer, SPEC, True, "validation"),
+    ]
+    assert len(set(variants + [base])) == len(variants) + 1
+    # Tokenizing leaves truncation settings on the tokenizer; they are not part of its identity.
+    tokenizer("a question", "a context", truncation="only_second", max_length=32)
+    assert data.cache_key("abc", tokenizer, SPEC, True, "train") == base
+
+
+def test_waiter_times_out_with_a_clear_message(squad_files, tokenizer, tmp_path):
+    import pytest
+
+    path = data.fetch(squad_files[1], str(tmp_path))
+    key = data.cache_key(data.sha256_file(path), tokenizer, SPEC, True, "validation")
+    (tmp_path / "features").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import filelock, sys, time; l = filelock.FileLock(sys.argv[1]); "
+                               "l.acquire(); print('held', flush=True); time.sleep(60)",
+                               str(tmp_path / "features" / f"{key}.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(data.DataError, match="waited 2s for another process building"):
+            data.load_or_build_features(squad_files[1], tokenizer, SPEC, "validation", str(tmp_path), lock_timeout=2)
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder died: the OS released its lock and the next process builds.
+    _, status = data.load_or_build_features(squad_files[1], tokenizer, SPEC, "validation", str(tmp_path), lock_timeout=5)
+    assert status == "built"
+
+
+def test_https_download_verified_once_and_reused(tmp_path, squad_files, monkeypatch):
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    import pytest
+
+    import constants
+
+    served = tmp_path / "site"
+    served.mkdir()
+    body = open(squad_files[1], "rb").read()
+    (served / "dev.json").write_bytes(body)
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requests.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/dev.json"
+    try:
+        monkeypatch.setitem(constants.KNOWN_DATASETS, url, {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()})
+        cache = tmp_path / "cache"
+        first = data.fetch(url, str(cache))
+        assert open(first, "rb").read() == body and len(requests) == 1
+        assert data.fetch(url, str(cache)) == first and len(requests) == 1  # verified copy reused, no request
+        good = dict(constants.KNOWN_DATASETS[url])
+        monkeypatch.setitem(constants.KNOWN_DATASETS, url, {**good, "sha256": "0" * 64})
+        with pytest.raises(data.DataError, match="does not match the known"):
+            data.fetch(url, str(cache))
+        assert not [f for f in os.listdir(cache / "downloads") if f.startswith(".partial-")]
+        monkeypatch.setitem(constants.KNOWN_DATASETS, url, good)
+        server.shutdown()
+        server.server_close()  # no network from here: the verified cached copy still serves
+        assert open(data.fetch(url, str(cache)), "rb").read() == body
+    finally:
+        server.server_close()
