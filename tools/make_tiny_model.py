@@ -9,6 +9,7 @@ tests exercise the real loading code. Deterministic for a given seed.
 """
 import argparse
 import collections
+import json
 import math
 import os
 import shutil
@@ -17,7 +18,8 @@ import sys
 import tempfile
 
 import torch
-from transformers import AlbertConfig, AlbertForQuestionAnswering, AlbertTokenizer
+from transformers import (AlbertConfig, AlbertTokenizer, AutoConfig, AutoModelForQuestionAnswering, BertTokenizer,
+                          RobertaTokenizer)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_squad_data  # noqa: E402
@@ -59,17 +61,59 @@ def train_vocab(min_word_count=10, seed=0):
     return [(t, 0.0) for t in SPECIAL_TOKENS] + sorted(pieces.items(), key=lambda kv: -kv[1])
 
 
-def build(out_dir, hidden_size=128, layers=2, heads=4, seed=0):
+def _word_counts(seed):
+    words = collections.Counter()
+    for text in corpus(seed):
+        for word in text.lower().split():
+            words[word.strip(string.punctuation)] += 1
+            words.update(ch for ch in word if ch in string.punctuation)
+    return words
+
+
+def other_family_tokenizer(family, seed=0):
+    """Tokenizers of the other families' kinds, built from the same generated text: WordPiece
+    (BERT, ELECTRA, DistilBERT) or byte-level BPE (RoBERTa)."""
+    if family == "roberta":
+        from tokenizers import ByteLevelBPETokenizer
+
+        bpe = ByteLevelBPETokenizer()
+        bpe.train_from_iterator(list(corpus(seed)), vocab_size=600, min_frequency=2, show_progress=False,
+                                special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+        state = json.loads(bpe._tokenizer.to_str())["model"]
+        merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+        return RobertaTokenizer(vocab=state["vocab"], merges=merges)
+    words = [w for w, c in _word_counts(seed).items() if c >= 10 and w]
+    chars = sorted({ch for w in words for ch in w} | set(string.ascii_lowercase + string.digits + string.punctuation))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + ch for ch in chars]
+    vocab += [w for w in words if w not in vocab]
+    return BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True)
+
+
+def build(out_dir, hidden_size=128, layers=2, heads=4, seed=0, family="albert"):
+    """Write a tiny model directory of `family` (default ALBERT) with random weights."""
     torch.manual_seed(seed)
-    tokenizer = AlbertTokenizer(vocab=train_vocab(seed=seed), do_lower_case=True)
-    config = AlbertConfig(
-        vocab_size=len(tokenizer), embedding_size=64, hidden_size=hidden_size, num_hidden_layers=layers,
-        num_attention_heads=heads, intermediate_size=hidden_size * 4, max_position_embeddings=512,
-        # No dropout: a few minutes of training do not overfit, and runs on 1 and 2 processes stay comparable.
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout_prob=0.0,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-    )
-    model = AlbertForQuestionAnswering(config)
+    # No dropout: a few minutes of training do not overfit, and runs on 1 and 2 processes stay comparable.
+    common = dict(hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=heads,
+                  intermediate_size=hidden_size * 4, max_position_embeddings=512, hidden_dropout_prob=0.0,
+                  attention_probs_dropout_prob=0.0)
+    if family == "albert":
+        tokenizer = AlbertTokenizer(vocab=train_vocab(seed=seed), do_lower_case=True)
+        config = AlbertConfig(vocab_size=len(tokenizer), embedding_size=64, classifier_dropout_prob=0.0,
+                              pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
+                              eos_token_id=tokenizer.sep_token_id, **common)
+    else:
+        tokenizer = other_family_tokenizer(family, seed)
+        if family == "distilbert":
+            config = AutoConfig.for_model("distilbert", vocab_size=len(tokenizer), dim=hidden_size, n_layers=layers,
+                                          n_heads=heads, hidden_dim=hidden_size * 4, dropout=0.0, attention_dropout=0.0,
+                                          qa_dropout=0.0, pad_token_id=tokenizer.pad_token_id)
+        else:
+            extra = {"embedding_size": 64} if family == "electra" else {}
+            if family == "roberta":
+                extra = {"max_position_embeddings": 514, "type_vocab_size": 1}
+            config = AutoConfig.for_model(family, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                          **{**common, **extra})
+    model = AutoModelForQuestionAnswering.from_config(config)
     # Publish atomically so a half-built directory is never mistaken for a model.
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
@@ -90,8 +134,9 @@ def main():
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--family", default="albert", choices=["albert", "bert", "roberta", "electra", "distilbert"])
     args = parser.parse_args()
-    build(args.out_dir, args.hidden_size, args.layers, args.heads, args.seed)
+    build(args.out_dir, args.hidden_size, args.layers, args.heads, args.seed, args.family)
     print(f"wrote {args.out_dir}")
 
 
