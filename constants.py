@@ -46,6 +46,7 @@ DEFAULT_HPARAMS = {
     "bucket_by_length": True,
     "amp": "bf16",
     "gradient_checkpointing": False,
+    "export_hf_model": False,
     "seed": 42,
     "reporting_period_batches": 50,
     "validation_period_batches": 0,

@@ -170,15 +170,28 @@ class LogitsReducer(pytorch.MetricReducer):
         return self.evaluator(index, start, end)
 
 
-class PredictionsInCheckpoint(pytorch.PyTorchCallback):
-    """Copies the latest validation's predictions into each checkpoint, next to the weights that made them."""
+class CheckpointExtras(pytorch.PyTorchCallback):
+    """Adds to each checkpoint what makes it usable on its own: the model's Hugging Face config and
+    tokenizer (`hf/`, a few MB; with `export_hf_model` also the weights as safetensors, so
+    `transformers.pipeline` loads `hf/` directly) and the latest validation's predictions."""
 
-    def __init__(self, evaluator: SquadEvaluator):
-        self.evaluator = evaluator
+    def __init__(self, trial: "SquadTrial"):
+        self.trial = trial
 
     def on_checkpoint_write_end(self, checkpoint_dir: str) -> None:
-        if self.evaluator.last_dir and os.path.isdir(self.evaluator.last_dir):
-            shutil.copytree(self.evaluator.last_dir, os.path.join(checkpoint_dir, "predictions"), dirs_exist_ok=True)
+        hf = os.path.join(checkpoint_dir, "hf")
+        model = unwrap(self.trial.model)
+        model.config.save_pretrained(hf)
+        self.trial.tokenizer.save_pretrained(hf)
+        if self.trial.hp["export_hf_model"]:
+            model.save_pretrained(hf)
+        last = self.trial.evaluator.last_dir
+        if last and os.path.isdir(last):
+            shutil.copytree(last, os.path.join(checkpoint_dir, "predictions"), dirs_exist_ok=True)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 class SquadTrial(pytorch.PyTorchTrial):
@@ -280,7 +293,7 @@ class SquadTrial(pytorch.PyTorchTrial):
         return self._loader(self.eval_features, shuffle=False)
 
     def build_callbacks(self) -> Dict[str, pytorch.PyTorchCallback]:
-        return {"predictions": PredictionsInCheckpoint(self.evaluator), "last_metrics": _KeepMetrics(self)}
+        return {"checkpoint_extras": CheckpointExtras(self), "last_metrics": _KeepMetrics(self)}
 
 
 class _KeepMetrics(pytorch.PyTorchCallback):

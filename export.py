@@ -1,0 +1,75 @@
+"""Turn a Determined checkpoint of this trial into a Hugging Face model directory.
+
+    python export.py CHECKPOINT_DIR OUT_DIR
+
+OUT_DIR gets the model (safetensors), its config and tokenizer, and `squad_settings.json` (the
+feature and post-processing settings the model was trained and evaluated with), so
+`AutoModelForQuestionAnswering.from_pretrained(OUT_DIR)` and `predict.py OUT_DIR` load it directly.
+(transformers 5 removed the "question-answering" pipeline task; predict.py does its job.)
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any, Dict, Tuple
+
+import torch
+from transformers import AutoConfig, AutoModelForQuestionAnswering
+
+import constants
+import data
+import model_def  # noqa: F401  (allowlists the NumPy types in Determined's checkpoints for torch.load)
+
+SETTINGS = ("max_seq_length", "doc_stride", "max_query_length", "n_best_size", "max_answer_length",
+            "null_score_diff_threshold", "do_lower_case")
+
+
+def load_checkpoint(checkpoint_dir: str) -> Tuple[torch.nn.Module, Any, Dict[str, Any]]:
+    """(model, tokenizer, hyperparameters) from a Determined checkpoint directory written by this trial."""
+    state_path = os.path.join(checkpoint_dir, "state_dict.pth")
+    if not os.path.isfile(state_path):
+        raise SystemExit(f"{checkpoint_dir}: no state_dict.pth; pass a Determined checkpoint directory "
+                         "(det checkpoint download UUID) or an exported model directory")
+    with open(os.path.join(checkpoint_dir, "load_data.json")) as f:
+        hp = {**constants.DEFAULT_HPARAMS, **(json.load(f).get("hparams") or {})}
+    hf = os.path.join(checkpoint_dir, "hf")
+    # Checkpoints carry the model's config and tokenizer in hf/; without it, the model they started from.
+    source = hf if os.path.isfile(os.path.join(hf, "config.json")) else hp["pretrained_model_name"]
+    model = AutoModelForQuestionAnswering.from_config(AutoConfig.from_pretrained(source))
+    state = torch.load(state_path, map_location="cpu", weights_only=True)["models_state_dict"][0]
+    model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+    return model.eval(), data.load_tokenizer(source, hp["do_lower_case"]), hp
+
+
+def export(checkpoint_dir: str, out_dir: str) -> str:
+    model, tokenizer, hp = load_checkpoint(checkpoint_dir)
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".export-")
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        with open(os.path.join(tmp, "squad_settings.json"), "w") as f:
+            json.dump({k: hp[k] for k in SETTINGS}, f, indent=1)
+        os.chmod(tmp, 0o755)
+        if os.path.isdir(out_dir):
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint_dir")
+    parser.add_argument("out_dir")
+    args = parser.parse_args(argv)
+    export(args.checkpoint_dir, args.out_dir)
+    print(json.dumps({"exported": os.path.abspath(args.out_dir)}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Answer questions with a trained model, on a CPU or a GPU; prints JSON.
+
+    python predict.py MODEL_DIR --question Q --context C [--nbest N]
+    python predict.py MODEL_DIR --file SQUAD.json [--out DIR] [--nbest N]
+
+MODEL_DIR is a directory written by export.py (or any Hugging Face extractive-QA model directory)
+or a Determined checkpoint directory of this trial. The features, n-best search, null score and
+threshold are the same as in evaluation. With --file, it is an evaluation-only run: predictions.json,
+nbest_predictions.json, null_odds.json and metrics.json (the official SQuAD 2.0 keys) go to --out,
+and the metrics are printed on the last line.
+"""
+import argparse
+import json
+import os
+import sys
+from typing import Any, Dict
+
+import numpy as np
+import torch
+
+import constants
+import data
+import postprocess
+import squad_eval
+
+
+def load(model_dir: str):
+    """(model, tokenizer, settings) from an exported directory or a Determined checkpoint."""
+    if os.path.isfile(os.path.join(model_dir, "state_dict.pth")):
+        import export
+
+        return export.load_checkpoint(model_dir)
+    from transformers import AutoModelForQuestionAnswering
+
+    settings = dict(constants.DEFAULT_HPARAMS)
+    path = os.path.join(model_dir, "squad_settings.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            settings.update(json.load(f))
+    model = AutoModelForQuestionAnswering.from_pretrained(model_dir).eval()
+    return model, data.load_tokenizer(model_dir, settings["do_lower_case"]), settings
+
+
+@torch.no_grad()
+def predict(model, tokenizer, settings: Dict[str, Any], examples: data.Examples, batch_size: int = 32):
+    """(predictions, nbest, null_odds) for `examples`, exactly as the trial's evaluation computes them."""
+    spec = data.feature_spec(settings, model.config.model_type, getattr(model.config, "type_vocab_size", 0))
+    arrays = data.featurize(examples, tokenizer, spec, training=False)
+    features = data.Features(arrays, {})
+    collate = data.Collator(features, tokenizer.pad_token_id)
+    device = next(model.parameters()).device
+    start = np.full(arrays["input_ids"].shape, -1e4, dtype=np.float32)
+    end = start.copy()
+    for idx in data.LengthBucketBatchSampler(arrays["lengths"], batch_size, shuffle=False):
+        batch = collate(idx)
+        rows = batch.pop("feature_index").numpy()
+        out = model(**{k: v.to(device) for k, v in batch.items()})
+        width = out.start_logits.shape[1]
+        start[rows, :width] = out.start_logits.float().cpu().numpy()
+        end[rows, :width] = out.end_logits.float().cpu().numpy()
+    contexts = [examples.contexts[c] for c in examples.context_index]
+    return postprocess.postprocess(examples.ids, contexts, arrays["example_index"], arrays["offsets"], start, end,
+                                   n_best_size=settings["n_best_size"], max_answer_length=settings["max_answer_length"],
+                                   null_score_diff_threshold=settings["null_score_diff_threshold"])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dir")
+    parser.add_argument("--question")
+    parser.add_argument("--context")
+    parser.add_argument("--file", help="a SQuAD-format file: answer (and, where it has answers, score) every question")
+    parser.add_argument("--out", help="with --file: where to write the predictions and metrics files")
+    parser.add_argument("--nbest", type=int, default=0, help="also print the N best answers")
+    parser.add_argument("--threshold", type=float, help="null_score_diff_threshold (default: the model's)")
+    args = parser.parse_args(argv)
+    if bool(args.file) == bool(args.question or args.context) or (args.question is None) != (args.context is None):
+        parser.error("give either --question and --context, or --file")
+    model, tokenizer, settings = load(args.model_dir)
+    if args.threshold is not None:
+        settings["null_score_diff_threshold"] = args.threshold
+    if torch.cuda.is_available():
+        model.cuda()
+    if args.file:
+        try:
+            examples = data.read_squad(args.file, "validation")
+        except data.DataError as err:
+            sys.exit(f"error: {err}")
+        predictions, nbest, null_odds = predict(model, tokenizer, settings, examples)
+        with open(args.file) as f:
+            articles = json.load(f)["data"]
+        metrics = squad_eval.evaluate(articles, predictions, null_odds, settings["null_score_diff_threshold"])
+        if args.out:
+            postprocess.write_predictions(args.out, predictions, nbest, null_odds)
+            with open(os.path.join(args.out, "metrics.json"), "w") as f:
+                json.dump(metrics, f, indent=1)
+        print(json.dumps(metrics))
+        return
+    examples = data.Examples(["question"], [args.question], [args.context], [0], [-1], [""], [False])
+    predictions, nbest, null_odds = predict(model, tokenizer, settings, examples)
+    best = next((x for x in nbest["question"] if x["text"]), None)
+    result = {"answer": predictions["question"], "no_answer": predictions["question"] == "",
+              "score": best["score"] if best else None, "probability": best["probability"] if best else None,
+              "null_score_diff": null_odds["question"], "threshold": settings["null_score_diff_threshold"]}
+    if args.nbest:
+        result["nbest"] = nbest["question"][:args.nbest]
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
