@@ -28,7 +28,10 @@ def test_config_valid_for_determined_038(path):
     assert not DEPRECATED & set(config), DEPRECATED & set(config)
     assert "max_length" not in config["searcher"]
     assert config["searcher"]["metric"] == "f1" and config["searcher"]["smaller_is_better"] is False
-    hp = model_def.local_hparams(config, path)
+    if config["searcher"]["name"] == "single":
+        hp = model_def.local_hparams(config, path)
+    else:
+        hp = config["hyperparameters"]
     assert hp["global_batch_size"] % config["resources"]["slots_per_trial"] == 0
     for key in ("train_file", "validation_file", "use_bind_mount"):
         assert key in config["data"]
@@ -69,3 +72,16 @@ def test_context_directory_small_and_complete():
                    "startup-hook.sh", "requirements.txt", "configs/const.yaml"):
         assert needed in files
     assert not any(f.startswith(("tests", ".venv", "generated", "outputs", ".git/")) for f in files)
+
+
+def test_search_config_is_adaptive_asha_matching_the_training_length():
+    config = load("search_asha.yaml")
+    searcher, hp = config["searcher"], config["hyperparameters"]
+    assert searcher["name"] == "adaptive_asha" and searcher["max_trials"] > 1
+    # Trainer.fit(max_length=Batch(max_batches)) must equal the searcher's max_time in batches.
+    assert searcher["time_metric"] == "batches" and searcher["max_time"] == hp["max_batches"]
+    assert hp["learning_rate"]["type"] == "log" and hp["warmup_fraction"]["type"] == "double"
+    assert hp["aggregation_frequency"]["type"] == "categorical"
+    assert {k for k, v in hp.items() if isinstance(v, dict)} == {"learning_rate", "warmup_fraction", "aggregation_frequency"}
+    with pytest.raises(ValueError, match="search range"):
+        model_def.local_hparams(config, "search_asha.yaml")
