@@ -631,6 +631,25 @@ def prepare(hp: dict, data_conf: dict, workers: Optional[int] = None) -> Tuple[d
     return features, {"tokenizer": tokenizer, "report": report}
 
 
+def save_model(name: str, out_dir: str) -> str:
+    """Download (or copy) a model and its tokenizer into `out_dir`, published atomically."""
+    from transformers import AutoModelForQuestionAnswering
+
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".model-")
+    try:
+        AutoModelForQuestionAnswering.from_pretrained(name).save_pretrained(tmp)
+        load_tokenizer(name).save_pretrained(tmp)
+        os.chmod(tmp, 0o755)
+        if os.path.isdir(out_dir):
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return os.path.abspath(out_dir)
+
+
 # ---------------------------------------------------------------------------------------------
 # audit: how well do the training labels recover the gold answers?
 # ---------------------------------------------------------------------------------------------
@@ -684,6 +703,8 @@ def main(argv=None) -> None:
     p = commands.add_parser("prepare", help="download and build the feature caches of a config, without training")
     p.add_argument("--config", required=True)
     p.add_argument("--workers", type=int, help="feature worker processes (default: every CPU core)")
+    p.add_argument("--save-model", metavar="DIR", help="also save the model and tokenizer here (for nodes without "
+                   "internet: then set hyperparameters.pretrained_model_name to DIR)")
     a = commands.add_parser("audit", help="label coverage report of a SQuAD file (JSON on the last line)")
     a.add_argument("squad_file")
     a.add_argument("--model", required=True, help="model name or directory (its tokenizer is used)")
@@ -699,7 +720,11 @@ def main(argv=None) -> None:
                 config = yaml.safe_load(f)
             from model_def import local_hparams  # the same hyperparameter rules as a local run
 
-            _, info = prepare(local_hparams(config, args.config), config.get("data", {}), args.workers)
+            hparams = local_hparams(config, args.config)
+            _, info = prepare(hparams, config.get("data", {}), args.workers)
+            if args.save_model:
+                info["report"]["model_dir"] = save_model(hparams.get("pretrained_model_name", constants.DEFAULT_MODEL),
+                                                         args.save_model)
             print(json.dumps(info["report"]))
         else:
             from transformers import AutoConfig

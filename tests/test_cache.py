@@ -216,3 +216,25 @@ def test_https_download_verified_once_and_reused(tmp_path, squad_files, monkeypa
         assert open(data.fetch(url, str(cache)), "rb").read() == body
     finally:
         server.server_close()
+
+
+def test_prepare_saves_the_model_and_training_then_runs_offline(tmp_path, squad_files, tiny_model, monkeypatch):
+    """For clusters whose compute nodes have no internet: prepare on a node that has it, saving
+    the model beside the caches; training then needs no network (Hugging Face offline switches)."""
+    import yaml
+    from test_trial import run, write_config
+
+    config_path = write_config(tmp_path, squad_files, tiny_model, max_batches=2)
+    saved = tmp_path / "models" / "tiny"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "data.py"), "prepare", "--config", config_path,
+                           "--save-model", str(saved)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["model_dir"] == str(saved)
+    config = yaml.safe_load(open(config_path))
+    config["hyperparameters"]["pretrained_model_name"] = str(saved)
+    offline = tmp_path / "offline.yaml"
+    offline.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    metrics, _ = run(["--config", str(offline)], tmp_path / "out")
+    assert metrics["total"] == 120
