@@ -67,10 +67,12 @@ def _verify(path: str, source: str, expected: Optional[dict]) -> None:
 
 def _download(source: str, tmp_path: str) -> None:
     if source.startswith("s3://"):
-        import boto3  # only needed for s3:// sources
+        import s3  # boto3's credential chain; AWS_ENDPOINT_URL points it at an S3-compatible store
 
-        bucket, _, key = source[len("s3://"):].partition("/")
-        boto3.client("s3").download_file(bucket, key, tmp_path)
+        try:
+            s3.download_file(source, tmp_path)
+        except s3.S3Error as err:
+            raise DataError(str(err)) from err
         return
     with urllib.request.urlopen(source, timeout=60) as response, open(tmp_path, "wb") as out:
         shutil.copyfileobj(response, out, 1 << 20)

@@ -226,8 +226,7 @@ class SquadTrial(pytorch.PyTorchTrial):
 
     def batches_per_epoch(self) -> int:
         """Batches each rank trains per epoch, as Determined's DataLoader shards them (the chief's count)."""
-        batches = math.ceil(len(self.train_features) / self.context.get_per_slot_batch_size())
-        return math.ceil(batches / self.context.distributed.size)
+        return math.ceil(len(self.build_training_data_loader()) / self.context.distributed.size)
 
     def max_length(self) -> pytorch.TrainUnit:
         if self.hp.get("max_batches"):
