@@ -482,14 +482,9 @@ def load_or_build_features(source: str, tokenizer, spec: FeatureSpec, split: str
             logger.info("building %s features for %s (cache key %s)", split, source, key)
             examples = read_squad(path, split, skip_invalid, source=source)
             arrays = featurize(examples, tokenizer, spec, training=(split == "train"), workers=workers)
-            tmp = tempfile.mkdtemp(dir=root, prefix=f".{key}.tmp-")
-            try:
+            with atomic_dir(entry) as tmp:
                 _write_entry(tmp, arrays, examples, {"key": key, "source": source, "split": split,
                                                      "spec": dataclasses.asdict(spec)})
-                os.chmod(tmp, 0o755)
-                os.replace(tmp, entry)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
             return _load_entry(entry), "built"
     except filelock.Timeout as err:
         raise DataError(f"waited {lock_timeout:.0f}s for another process building {entry}; if no build is "
@@ -633,22 +628,30 @@ def prepare(hp: dict, data_conf: dict, workers: Optional[int] = None) -> Tuple[d
     return features, {"tokenizer": tokenizer, "report": report}
 
 
-def save_model(name: str, out_dir: str) -> str:
-    """Download (or copy) a model and its tokenizer into `out_dir`, published atomically."""
-    from transformers import AutoModelForQuestionAnswering
-
+@contextlib.contextmanager
+def atomic_dir(out_dir: str):
+    """Yields a temporary sibling directory that replaces `out_dir` only if the block completes,
+    so a half-written directory is never mistaken for a finished one."""
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".model-")
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(out_dir))}.tmp-")
     try:
-        AutoModelForQuestionAnswering.from_pretrained(name).save_pretrained(tmp)
-        load_tokenizer(name).save_pretrained(tmp)
+        yield tmp
         os.chmod(tmp, 0o755)
         if os.path.isdir(out_dir):
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_model(name: str, out_dir: str) -> str:
+    """Download (or copy) a model and its tokenizer into `out_dir`, published atomically."""
+    from transformers import AutoModelForQuestionAnswering
+
+    with atomic_dir(out_dir) as tmp:
+        AutoModelForQuestionAnswering.from_pretrained(name).save_pretrained(tmp)
+        load_tokenizer(name).save_pretrained(tmp)
     return os.path.abspath(out_dir)
 
 

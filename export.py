@@ -10,9 +10,7 @@ feature and post-processing settings the model was trained and evaluated with), 
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 from typing import Any, Dict, Tuple
 
 import torch
@@ -45,20 +43,11 @@ def load_checkpoint(checkpoint_dir: str) -> Tuple[torch.nn.Module, Any, Dict[str
 
 def export(checkpoint_dir: str, out_dir: str) -> str:
     model, tokenizer, hp = load_checkpoint(checkpoint_dir)
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".export-")
-    try:
+    with data.atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         with open(os.path.join(tmp, "squad_settings.json"), "w") as f:
             json.dump({k: hp[k] for k in SETTINGS}, f, indent=1)
-        os.chmod(tmp, 0o755)
-        if os.path.isdir(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

@@ -12,16 +12,16 @@ import collections
 import json
 import math
 import os
-import shutil
 import string
 import sys
-import tempfile
 
 import torch
 from transformers import (AlbertConfig, AlbertTokenizer, AutoConfig, AutoModelForQuestionAnswering, BertTokenizer,
                           RobertaTokenizer)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import data  # noqa: E402
 import make_squad_data  # noqa: E402
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]
@@ -114,16 +114,9 @@ def build(out_dir, hidden_size=128, layers=2, heads=4, seed=0, family="albert"):
             config = AutoConfig.for_model(family, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                           **{**common, **extra})
     model = AutoModelForQuestionAnswering.from_config(config)
-    # Publish atomically so a half-built directory is never mistaken for a model.
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tiny-model-")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if os.path.isdir(out_dir):
-        shutil.rmtree(out_dir)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, out_dir)
+    with data.atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return out_dir
 
 
