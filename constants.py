@@ -47,6 +47,7 @@ DEFAULT_HPARAMS = {
     "amp": "bf16",
     "gradient_checkpointing": False,
     "export_hf_model": False,
+    "zero_optimizer": False,
     "seed": 42,
     "reporting_period_batches": 50,
     "validation_period_batches": 0,

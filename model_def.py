@@ -22,6 +22,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 import yaml
+from torch.distributed.optim import ZeroRedundancyOptimizer
 from transformers import AutoModelForQuestionAnswering
 
 import determined as det
@@ -58,11 +59,19 @@ def build_optimizer(model: torch.nn.Module, hp: Dict[str, Any]) -> torch.optim.O
               {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}]
     name = hp["optimizer"].lower()
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=hp["learning_rate"], eps=hp["adam_epsilon"])
-    if name == "radam":
+        cls, kwargs = torch.optim.AdamW, {}
+    elif name == "radam":
         # decoupled_weight_decay: weight decay as in AdamW rather than added to the gradient.
-        return torch.optim.RAdam(groups, lr=hp["learning_rate"], eps=hp["adam_epsilon"], decoupled_weight_decay=True)
-    raise ValueError(f"hyperparameters.optimizer: {hp['optimizer']!r} is not one of 'adamw', 'radam'")
+        cls, kwargs = torch.optim.RAdam, {"decoupled_weight_decay": True}
+    else:
+        raise ValueError(f"hyperparameters.optimizer: {hp['optimizer']!r} is not one of 'adamw', 'radam'")
+    kwargs.update(lr=hp["learning_rate"], eps=hp["adam_epsilon"])
+    if hp.get("zero_optimizer") and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        # Each rank keeps the optimizer state of its shard of the parameters only.
+        logger.info("%s state sharded across %d ranks (ZeroRedundancyOptimizer)", cls.__name__,
+                    torch.distributed.get_world_size())
+        return ZeroRedundancyOptimizer(groups, optimizer_class=cls, **kwargs)
+    return cls(groups, **kwargs)
 
 
 def qa_loss(start_logits, end_logits, start_positions, end_positions, attention_mask) -> torch.Tensor:
@@ -233,10 +242,12 @@ class SquadTrial(pytorch.PyTorchTrial):
             return pytorch.Batch(int(self.hp["max_batches"]))
         return pytorch.Epoch(int(self.hp["epochs"]))
 
-    def total_optimizer_steps(self) -> int:
+    def total_batches(self) -> int:
         length = self.max_length()
-        batches = length.value if isinstance(length, pytorch.Batch) else length.value * self.batches_per_epoch()
-        return math.ceil(batches / self.hp["aggregation_frequency"])
+        return length.value if isinstance(length, pytorch.Batch) else length.value * self.batches_per_epoch()
+
+    def total_optimizer_steps(self) -> int:
+        return math.ceil(self.total_batches() / self.hp["aggregation_frequency"])
 
     def _clip(self, params) -> None:
         self.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.hp["max_grad_norm"]))
@@ -292,7 +303,30 @@ class SquadTrial(pytorch.PyTorchTrial):
         return self._loader(self.eval_features, shuffle=False)
 
     def build_callbacks(self) -> Dict[str, pytorch.PyTorchCallback]:
-        return {"checkpoint_extras": CheckpointExtras(self), "last_metrics": _KeepMetrics(self)}
+        return {"checkpoint_extras": CheckpointExtras(self), "last_metrics": _KeepMetrics(self),
+                "consolidate": ConsolidateShardedOptimizer(self)}
+
+
+class ConsolidateShardedOptimizer(pytorch.PyTorchCallback):
+    """A sharded (ZeRO) optimizer's state must be gathered to the chief by every rank before the
+    chief can save it, but Determined's checkpoints are written by the chief alone. Determined
+    checkpoints only after a training workload (at a checkpoint or validation boundary, at the end,
+    or when preempted), and this hook runs on every rank right before those decisions: it gathers
+    the state whenever one of them may follow. (A preemption that arrives between this hook's
+    question and Determined's own saves the state gathered at the last boundary.)"""
+
+    def __init__(self, trial: "SquadTrial"):
+        self.trial = trial
+
+    def on_training_workload_end(self, avg_metrics, batch_metrics) -> None:
+        optimizer, hp, done = self.trial.optimizer, self.trial.hp, self.trial.batches_trained
+        if not isinstance(optimizer, ZeroRedundancyOptimizer):
+            return
+        boundary = any(p and done % int(p) == 0 for p in (hp["checkpoint_period_batches"], hp["validation_period_batches"]))
+        # should_preempt is collective (every rank asks, the chief answers): every rank calls it here.
+        preempted = self.trial.context._core.preempt.should_preempt(auto_ack=False)
+        if boundary or preempted or done >= self.trial.total_batches():
+            optimizer.consolidate_state_dict(to=0)
 
 
 class _KeepMetrics(pytorch.PyTorchCallback):
