@@ -317,6 +317,7 @@ class ConsolidateShardedOptimizer(pytorch.PyTorchCallback):
 
     def __init__(self, trial: "SquadTrial"):
         self.trial = trial
+        self.gathered = False  # until the first gathering, the chief has no state it could save
 
     def on_training_workload_end(self, avg_metrics, batch_metrics) -> None:
         optimizer, hp, done = self.trial.optimizer, self.trial.hp, self.trial.batches_trained
@@ -325,8 +326,9 @@ class ConsolidateShardedOptimizer(pytorch.PyTorchCallback):
         boundary = any(p and done % int(p) == 0 for p in (hp["checkpoint_period_batches"], hp["validation_period_batches"]))
         # should_preempt is collective (every rank asks, the chief answers): every rank calls it here.
         preempted = self.trial.context._core.preempt.should_preempt(auto_ack=False)
-        if boundary or preempted or done >= self.trial.total_batches():
+        if boundary or preempted or done >= self.trial.total_batches() or not self.gathered:
             optimizer.consolidate_state_dict(to=0)
+            self.gathered = True
 
 
 class _KeepMetrics(pytorch.PyTorchCallback):
