@@ -94,12 +94,20 @@ def fetch(source: str, cache_dir: str, retries: int = 4) -> str:
     os.makedirs(downloads, exist_ok=True)
     # The name is derived from the URL's hash: no user-supplied string becomes a path component.
     dest = os.path.join(downloads, hashlib.sha256(source.encode()).hexdigest()[:32] + ".json")
+    # Files with no registered checksum get one recorded at download, so a cached copy is always verified.
+    record = dest + ".sha256.json"
     with filelock.FileLock(dest + ".lock"):
         if os.path.isfile(dest):
             try:
-                _verify(dest, source, expected)
+                known = expected
+                if known is None and os.path.isfile(record):
+                    with open(record) as f:
+                        known = json.load(f)
+                if known is None:
+                    raise DataError(f"{source}: cached copy has no recorded checksum")
+                _verify(dest, source, known)
                 return dest
-            except DataError as err:
+            except (DataError, ValueError, KeyError) as err:
                 logger.warning("%s; downloading again", err)
         for attempt in range(retries):
             fd, tmp = tempfile.mkstemp(dir=downloads, prefix=".partial-")
@@ -108,6 +116,10 @@ def fetch(source: str, cache_dir: str, retries: int = 4) -> str:
                 logger.info("downloading %s (attempt %d/%d)", source, attempt + 1, retries)
                 _download(source, tmp)
                 _verify(tmp, source, expected)
+                if expected is None:
+                    with open(record + ".tmp", "w") as f:
+                        json.dump({"bytes": os.path.getsize(tmp), "sha256": sha256_file(tmp)}, f)
+                    os.replace(record + ".tmp", record)
                 os.replace(tmp, dest)
                 return dest
             except (urllib.error.URLError, OSError, TimeoutError) as err:

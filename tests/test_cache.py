@@ -218,9 +218,17 @@ def test_https_download_verified_once_and_reused(tmp_path, squad_files, monkeypa
             data.fetch(url, str(cache))
         assert not [f for f in os.listdir(cache / "downloads") if f.startswith(".partial-")]
         monkeypatch.setitem(constants.KNOWN_DATASETS, url, good)
+        # A URL with no registered checksum gets one recorded at download; a damaged cached copy is
+        # then caught and fetched again.
+        unknown = url.replace("dev.json", "dev.json?unregistered")
+        copy = data.fetch(unknown, str(cache))
+        with open(copy, "ab") as f:
+            f.write(b" ")
+        assert open(data.fetch(unknown, str(cache)), "rb").read() == body and requests[-2:] == [requests[-1]] * 2
         server.shutdown()
-        server.server_close()  # no network from here: the verified cached copy still serves
+        server.server_close()  # no network from here: the verified cached copies still serve
         assert open(data.fetch(url, str(cache)), "rb").read() == body
+        assert open(data.fetch(unknown, str(cache)), "rb").read() == body
     finally:
         server.server_close()
 
