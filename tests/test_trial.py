@@ -64,7 +64,14 @@ def test_local_run_reports_metrics_and_writes_outputs(tmp_path, squad_files, tin
     for name in ("predictions.json", "nbest_predictions.json", "null_odds.json", "metrics.json"):
         assert (predictions / name).is_file()
     assert len(json.loads((predictions / "predictions.json").read_text())) == 120
-    assert glob.glob(str(out / "tensorboard" / "events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"Determined/loss", "Determined/grad_norm", "Determined/tokens_per_s", "Determined/val_f1",
+            "Determined/val_best_f1"} <= tags
+    assert events.Scalars("Determined/val_f1")[-1].value == pytest.approx(metrics["f1"])
     (final,) = checkpoints(out)[6]
     assert os.path.isfile(os.path.join(final, "predictions", "predictions.json"))
 
