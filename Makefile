@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 GEN := generated
 
-.PHONY: demo test venv data clean
+.PHONY: demo test bench venv data clean
 
 $(VENV)/installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ demo: data
 
 test: data
 	$(PY) -m pytest -q tests
+
+# Benchmarks (not tests): each prints one JSON object on its last line; see bench/RESULTS.md.
+bench: venv
+	$(PY) bench/data_bench.py --questions 130000
+	$(PY) bench/train_bench.py postprocess
+	$(PY) bench/train_bench.py bucketing
+	$(PY) bench/train_bench.py train_step
 
 clean:
 	rm -rf $(GEN) outputs runs .pytest_cache
