@@ -107,7 +107,7 @@ def fetch(source: str, cache_dir: str, retries: int = 4) -> str:
                     raise DataError(f"{source}: cached copy has no recorded checksum")
                 _verify(dest, source, known)
                 return dest
-            except (DataError, ValueError, KeyError) as err:
+            except (ValueError, KeyError) as err:  # DataError is a ValueError
                 logger.warning("%s; downloading again", err)
         for attempt in range(retries):
             fd, tmp = tempfile.mkstemp(dir=downloads, prefix=".partial-")

@@ -124,6 +124,7 @@ class SquadEvaluator:
         self.features, self.validation_path, self.hp = features, validation_path, hp
         self.out_dir: Optional[str] = None  # where the next validation writes its files
         self.last_dir: Optional[str] = None
+        self.articles: Optional[list] = None  # the validation file's gold answers, read at the first validation
 
     def __call__(self, feature_index: np.ndarray, start_logits: np.ndarray, end_logits: np.ndarray) -> Dict[str, Any]:
         n = len(self.features)
@@ -135,17 +136,15 @@ class SquadEvaluator:
             self.features.arrays["offsets"], start_logits[order], end_logits[order],
             n_best_size=self.hp["n_best_size"], max_answer_length=self.hp["max_answer_length"],
             null_score_diff_threshold=self.hp["null_score_diff_threshold"])
-        with open(self.validation_path) as f:
-            articles = json.load(f)["data"]
-        kept = set(predictions)  # questions skipped as invalid have no prediction and are not scored
-        articles = [{"paragraphs": [{"qas": [qa for qa in p["qas"] if qa.get("id") in kept]} for p in a["paragraphs"]]}
-                    for a in articles]
-        metrics = squad_eval.evaluate(articles, predictions, null_odds, self.hp["null_score_diff_threshold"])
+        if self.articles is None:
+            with open(self.validation_path) as f:
+                kept = set(self.features.example_ids)  # questions skipped as invalid are not scored
+                self.articles = [{"paragraphs": [{"qas": [qa for qa in p["qas"] if qa.get("id") in kept]}
+                                                 for p in a["paragraphs"]]} for a in json.load(f)["data"]]
+        metrics = squad_eval.evaluate(self.articles, predictions, null_odds, self.hp["null_score_diff_threshold"])
         if self.out_dir:
-            postprocess.write_predictions(self.out_dir, predictions, nbest, null_odds)
-            with open(os.path.join(self.out_dir, "metrics.json"), "w") as f:
-                json.dump(metrics, f, indent=1)
-            logger.info("wrote predictions.json, nbest_predictions.json, null_odds.json to %s", self.out_dir)
+            postprocess.write_predictions(self.out_dir, predictions, nbest, null_odds, metrics)
+            logger.info("wrote predictions.json, nbest_predictions.json, null_odds.json, metrics.json to %s", self.out_dir)
             self.last_dir = self.out_dir
         return metrics
 
@@ -173,9 +172,8 @@ class LogitsReducer(pytorch.MetricReducer):
         parts = [p for slot in per_slot for p in slot]
         width = max(p[1].shape[1] for p in parts)
         index = np.concatenate([p[0] for p in parts])
-        pad = [(0, 0), (0, 0)]
-        start = np.concatenate([np.pad(p[1], [pad[0], (0, width - p[1].shape[1])], constant_values=-1e4) for p in parts])
-        end = np.concatenate([np.pad(p[2], [pad[0], (0, width - p[2].shape[1])], constant_values=-1e4) for p in parts])
+        start, end = (np.concatenate([np.pad(p[k], [(0, 0), (0, width - p[k].shape[1])], constant_values=-1e4)
+                                      for p in parts]) for k in (1, 2))
         return self.evaluator(index, start, end)
 
 
@@ -423,12 +421,11 @@ def main(argv=None) -> Dict[str, Any]:
             os.environ["USE_TORCH_DISTRIBUTED"] = "1"
             torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
             distributed = core.DistributedContext.from_torch_distributed()
-        seed = int(hparams.get("seed", constants.DEFAULT_HPARAMS["seed"]))
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-
     hp = {**constants.DEFAULT_HPARAMS, **hparams}
+    if not on_cluster:  # on a cluster Determined seeds every process with the trial's seed
+        random.seed(int(hp["seed"]))
+        np.random.seed(int(hp["seed"]))
+        torch.manual_seed(int(hp["seed"]))
     with det.pytorch.init(hparams=hparams, exp_conf=exp_conf, distributed=distributed,
                           aggregation_frequency=int(hp["aggregation_frequency"])) as context:
         if not on_cluster:

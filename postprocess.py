@@ -76,11 +76,11 @@ def postprocess(example_ids: Sequence[str], contexts: Sequence[str], example_ind
     return predictions, nbest, null_odds
 
 
-def write_predictions(out_dir: str, predictions: dict, nbest: dict, null_odds: dict) -> None:
-    """predictions.json, nbest_predictions.json, null_odds.json, each written atomically."""
+def write_predictions(out_dir: str, predictions: dict, nbest: dict, null_odds: dict, metrics: dict) -> None:
+    """predictions.json, nbest_predictions.json, null_odds.json and metrics.json, each written atomically."""
     os.makedirs(out_dir, exist_ok=True)
     for name, obj in (("predictions.json", predictions), ("nbest_predictions.json", nbest),
-                      ("null_odds.json", null_odds)):
+                      ("null_odds.json", null_odds), ("metrics.json", metrics)):
         tmp = os.path.join(out_dir, f".{name}.tmp")
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=1 if name != "nbest_predictions.json" else None)

@@ -91,9 +91,7 @@ def main(argv=None) -> None:
             articles = json.load(f)["data"]
         metrics = squad_eval.evaluate(articles, predictions, null_odds, settings["null_score_diff_threshold"])
         if args.out:
-            postprocess.write_predictions(args.out, predictions, nbest, null_odds)
-            with open(os.path.join(args.out, "metrics.json"), "w") as f:
-                json.dump(metrics, f, indent=1)
+            postprocess.write_predictions(args.out, predictions, nbest, null_odds, metrics)
         print(json.dumps(metrics))
         return
     examples = data.Examples(["question"], [args.question], [args.context], [0], [-1], [""], [False])

@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 
@@ -200,7 +201,7 @@ def cmd_postprocess(args, _device):
     offsets = np.full((n, width, 2), -1, dtype=np.int32)
     for f, e in enumerate(example_index):
         context = qas[e][1]
-        words = np.array([(i, i + len(w)) for i, w in _word_spans(context)][:width - 30], dtype=np.int32)
+        words = np.array([m.span() for m in re.finditer(r"[^ ]+", context)][:width - 30], dtype=np.int32)
         offsets[f, 20:20 + len(words)] = words
     start = rng.normal(size=(n, width)).astype(np.float32)
     end = rng.normal(size=(n, width)).astype(np.float32)
@@ -210,16 +211,6 @@ def cmd_postprocess(args, _device):
     metrics = squad_eval.evaluate(dataset["data"], predictions, null_odds, 0.0)
     seconds = time.perf_counter() - t
     return {"questions": len(qas), "features": n, "seconds": round(seconds, 3), "f1_of_random_logits": round(metrics["f1"], 2)}
-
-
-def _word_spans(text):
-    start = None
-    for i, ch in enumerate(text + " "):
-        if ch != " " and start is None:
-            start = i
-        elif ch == " " and start is not None:
-            yield start, text[start:i]
-            start = None
 
 
 def main():

@@ -39,15 +39,9 @@ def corpus(seed):
 def train_vocab(min_word_count=10, seed=0):
     """A Unigram (SentencePiece-model) vocabulary estimated from generated text: every word seen at
     least `min_word_count` times becomes a piece scored by its log frequency; rarer words fall back
-    to syllable pieces, then single characters, as rare words do in ALBERT's own vocabulary. (The `tokenizers` Unigram trainer, tried first, pruned even "the" on
-    this small repetitive corpus.)"""
-    words, chars = collections.Counter(), collections.Counter()
-    for text in corpus(seed):
-        normalized = text.replace("``", '"').replace("''", '"').lower()
-        chars.update(normalized.replace(" ", ""))
-        for word in normalized.split():
-            words["▁" + word.strip(string.punctuation)] += 1
-            words.update(ch for ch in word if ch in string.punctuation)
+    to syllable pieces, then single characters, as rare words do in ALBERT's own vocabulary.
+    (The `tokenizers` Unigram trainer, tried first, pruned even "the" on this small repetitive corpus.)"""
+    words, chars = _counts(seed, prefix="▁")
     total = sum(words.values())
     pieces = {w: math.log(c / total) for w, c in words.items() if c >= min_word_count and len(w) > 1}
     floor = math.log(1 / total)
@@ -61,13 +55,17 @@ def train_vocab(min_word_count=10, seed=0):
     return [(t, 0.0) for t in SPECIAL_TOKENS] + sorted(pieces.items(), key=lambda kv: -kv[1])
 
 
-def _word_counts(seed):
-    words = collections.Counter()
+def _counts(seed, prefix=""):
+    """(words, characters) of the normalized corpus, as counters in order of first appearance;
+    punctuation counts as words of its own, and `prefix` marks word starts ("▁" for SentencePiece)."""
+    words, chars = collections.Counter(), collections.Counter()
     for text in corpus(seed):
-        for word in text.lower().split():
-            words[word.strip(string.punctuation)] += 1
+        normalized = text.replace("``", '"').replace("''", '"').lower()
+        chars.update(normalized.replace(" ", ""))
+        for word in normalized.split():
+            words[prefix + word.strip(string.punctuation)] += 1
             words.update(ch for ch in word if ch in string.punctuation)
-    return words
+    return words, chars
 
 
 def other_family_tokenizer(family, seed=0):
@@ -82,7 +80,7 @@ def other_family_tokenizer(family, seed=0):
         state = json.loads(bpe._tokenizer.to_str())["model"]
         merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
         return RobertaTokenizer(vocab=state["vocab"], merges=merges)
-    words = [w for w, c in _word_counts(seed).items() if c >= 10 and w]
+    words = [w for w, c in _counts(seed)[0].items() if c >= 10 and w]
     chars = sorted({ch for w in words for ch in w} | set(string.ascii_lowercase + string.digits + string.punctuation))
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + ch for ch in chars]
     vocab += [w for w in words if w not in vocab]
