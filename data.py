@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 import constants
+from qa_features import Collator, Examples, FeatureSpec, featurize_batch  # noqa: F401  (data.Examples etc.)
 
 logger = logging.getLogger("data")
 
@@ -137,24 +138,6 @@ def fetch(source: str, cache_dir: str, retries: int = 4) -> str:
 # parse + validate: SQuAD 1.1 / 2.0 JSON → Examples
 # ---------------------------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class Examples:
-    """Parallel lists, one entry per question. Contexts are shared between the questions of a
-    paragraph (`context_index`). `answer_start` / `answer_text` is the first gold answer (training
-    label), empty text when unanswerable."""
-    ids: List[str]
-    questions: List[str]
-    contexts: List[str]
-    context_index: List[int]
-    answer_start: List[int]
-    answer_text: List[str]
-    is_impossible: List[bool]
-    skipped: int = 0
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
 def read_squad(path: str, split: str, skip_invalid: bool = False, source: Optional[str] = None) -> Examples:
     """Parse and validate a SQuAD 1.1 or 2.0 file. `split` is "train" (the first answer must sit at
     its answer_start: it becomes the label) or "validation". Invalid records raise DataError naming
@@ -239,84 +222,8 @@ def read_squad(path: str, split: str, skip_invalid: bool = False, source: Option
 
 
 # ---------------------------------------------------------------------------------------------
-# featurize: Examples → token windows with labels (train) or offsets (validation)
+# featurize: Examples → token windows (qa_features.featurize_batch), in worker processes
 # ---------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class FeatureSpec:
-    max_seq_length: int = 384
-    doc_stride: int = 128
-    max_query_length: int = 64
-    token_type_ids: bool = True
-
-
-def _truncate_questions(questions: List[str], tokenizer, max_query_length: int) -> List[str]:
-    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
-    out = []
-    for q, offsets in zip(questions, enc["offset_mapping"]):
-        out.append(q[:offsets[max_query_length - 1][1]] if len(offsets) > max_query_length else q)
-    return out
-
-
-def _context_mask(special: np.ndarray) -> np.ndarray:
-    """Context tokens of [CLS] question [SEP] (+[SEP]) context [SEP] [PAD]...: the ordinary tokens
-    after the first special token that follows an ordinary one. Works for every family's template."""
-    ordinary = ~special
-    boundary = np.zeros_like(special)
-    boundary[:, 1:] = special[:, 1:] & ordinary[:, :-1]
-    return ordinary & (np.cumsum(boundary, axis=1) == 1)
-
-
-def featurize_batch(examples: Examples, lo: int, hi: int, tokenizer, spec: FeatureSpec,
-                    training: bool) -> Dict[str, np.ndarray]:
-    """Features of questions lo..hi-1 (see featurize); labels computed for all windows at once."""
-    L = spec.max_seq_length
-    questions = _truncate_questions(examples.questions[lo:hi], tokenizer, spec.max_query_length)
-    contexts = [examples.contexts[i] for i in examples.context_index[lo:hi]]
-    enc = tokenizer(questions, contexts, truncation="only_second", max_length=L, stride=spec.doc_stride,
-                    return_overflowing_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True,
-                    return_token_type_ids=spec.token_type_ids)
-    # Unpadded lists copied row by row into preallocated arrays: converting full-width padded lists
-    # (or return_tensors="np", which flattens nested lists in Python) is several times slower.
-    m = len(enc["input_ids"])
-    id_dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max else np.int32
-    ids = np.full((m, L), tokenizer.pad_token_id, dtype=id_dtype)
-    special = np.ones((m, L), dtype=bool)
-    offsets = np.zeros((m, L, 2), dtype=np.int32)
-    types = np.zeros((m, L), dtype=np.uint8) if spec.token_type_ids else None
-    lengths = np.empty(m, dtype=np.int16)
-    for i, row in enumerate(enc["input_ids"]):
-        n = lengths[i] = len(row)
-        ids[i, :n] = row
-        special[i, :n] = enc["special_tokens_mask"][i]
-        offsets[i, :n] = enc["offset_mapping"][i]
-        if types is not None:
-            types[i, :n] = enc["token_type_ids"][i]
-    sample = np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64) + lo
-    is_context = _context_mask(special)
-    out = {"input_ids": ids, "lengths": lengths, "example_index": sample.astype(np.int32)}
-    if types is not None:
-        out["token_type_ids"] = types
-    if not training:
-        offsets[~is_context] = -1
-        out["offsets"] = offsets
-        return out
-    start_char = np.asarray(examples.answer_start, dtype=np.int64)[sample][:, None]
-    end_char = start_char + np.asarray([len(t) for t in examples.answer_text], dtype=np.int64)[sample][:, None]
-    starts, ends = offsets[:, :, 0], offsets[:, :, 1]
-    positions = np.arange(L)
-    first = np.argmax(is_context, axis=1)
-    last = L - 1 - np.argmax(is_context[:, ::-1], axis=1)
-    rows = np.arange(m)
-    inside = (starts[rows, first][:, None] <= start_char) & (ends[rows, last][:, None] >= end_char)
-    inside = inside[:, 0] & ~np.asarray(examples.is_impossible, dtype=bool)[sample]
-    # Start: the last context token starting at or before the answer; end: the first ending at or after it.
-    start_tok = np.where(is_context & (starts <= start_char), positions, -1).max(axis=1)
-    end_tok = np.where(is_context & (ends >= end_char), positions, L).min(axis=1)
-    out["start_positions"] = np.where(inside, start_tok, 0).astype(np.int16)
-    out["end_positions"] = np.where(inside, end_tok, 0).astype(np.int16)
-    return out
-
 
 _WORK: dict = {}  # what forked feature workers inherit: examples, tokenizer, spec, split, chunk dir
 
@@ -563,31 +470,6 @@ class LengthBucketBatchSampler(torch.utils.data.Sampler):
                 yield from (part.tolist() for part in np.array_split(batch, self.replicas))
 
 
-class Collator:
-    """Builds a batch of tensors from feature indices, padded to the batch's longest feature
-    (rounded up to a multiple of 8) or to max_seq_length when `pad_to_max`."""
-
-    def __init__(self, features: Features, pad_id: int, pad_to_max: bool = False):
-        self.a, self.pad_id, self.pad_to_max = features.arrays, pad_id, pad_to_max
-
-    def __call__(self, indices: List[int]) -> Dict[str, torch.Tensor]:
-        idx = np.asarray(indices)
-        lengths = self.a["lengths"][idx].astype(np.int64)
-        full = self.a["input_ids"].shape[1]
-        width = full if self.pad_to_max else min(full, int(math.ceil(lengths.max() / 8) * 8))
-        batch = {
-            "input_ids": torch.from_numpy(self.a["input_ids"][idx, :width].astype(np.int64)),
-            "attention_mask": torch.from_numpy((np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)),
-            "feature_index": torch.from_numpy(idx.astype(np.int64)),
-        }
-        if "token_type_ids" in self.a:
-            batch["token_type_ids"] = torch.from_numpy(self.a["token_type_ids"][idx, :width].astype(np.int64))
-        if "start_positions" in self.a:
-            batch["start_positions"] = torch.from_numpy(self.a["start_positions"][idx].astype(np.int64))
-            batch["end_positions"] = torch.from_numpy(self.a["end_positions"][idx].astype(np.int64))
-        return batch
-
-
 # ---------------------------------------------------------------------------------------------
 # settings shared by the trial and the commands below
 # ---------------------------------------------------------------------------------------------
@@ -616,6 +498,15 @@ def feature_spec(hp: dict, model_type: Optional[str], type_vocab_size: int = 0) 
                        "used" if type_vocab_size > 1 else "not used")
     return FeatureSpec(hp["max_seq_length"], hp["doc_stride"], hp["max_query_length"],
                        token_type_ids=family["token_type_ids"] if family else type_vocab_size > 1)
+
+
+def squad_settings(hp: dict, config) -> dict:
+    """The feature and post-processing settings a model directory carries (config.json's
+    `squad_settings`), so predict.py and its pipeline answer as evaluation did."""
+    keys = ("max_seq_length", "doc_stride", "max_query_length", "n_best_size", "max_answer_length",
+            "null_score_diff_threshold", "do_lower_case")
+    spec = feature_spec(hp, config.model_type, getattr(config, "type_vocab_size", 0))
+    return {**{k: hp[k] for k in keys}, "token_type_ids": spec.token_type_ids}
 
 
 def prepare(hp: dict, data_conf: dict, workers: Optional[int] = None) -> Tuple[dict, dict]:

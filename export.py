@@ -2,10 +2,13 @@
 
     python export.py CHECKPOINT_DIR OUT_DIR
 
-OUT_DIR gets the model (safetensors), its config and tokenizer, and `squad_settings.json` (the
-feature and post-processing settings the model was trained and evaluated with), so
-`AutoModelForQuestionAnswering.from_pretrained(OUT_DIR)` and `predict.py OUT_DIR` load it directly.
-(transformers 5 removed the "question-answering" pipeline task; predict.py does its job.)
+OUT_DIR gets the model (safetensors), its config (with `squad_settings`: the feature and
+post-processing settings it was trained and evaluated with) and tokenizer, and the pipeline code
+(qa_pipeline.py), so all of these load it directly:
+
+    transformers.pipeline("question-answering", model=OUT_DIR, trust_remote_code=True)
+    transformers.AutoModelForQuestionAnswering.from_pretrained(OUT_DIR)
+    python predict.py OUT_DIR --question Q --context C
 """
 import argparse
 import json
@@ -19,9 +22,7 @@ from transformers import AutoConfig, AutoModelForQuestionAnswering
 import constants
 import data
 import model_def  # noqa: F401  (allowlists the NumPy types in Determined's checkpoints for torch.load)
-
-SETTINGS = ("max_seq_length", "doc_stride", "max_query_length", "n_best_size", "max_answer_length",
-            "null_score_diff_threshold", "do_lower_case")
+import qa_pipeline
 
 
 def load_checkpoint(checkpoint_dir: str) -> Tuple[torch.nn.Module, Any, Dict[str, Any]]:
@@ -44,10 +45,7 @@ def load_checkpoint(checkpoint_dir: str) -> Tuple[torch.nn.Module, Any, Dict[str
 def export(checkpoint_dir: str, out_dir: str) -> str:
     model, tokenizer, hp = load_checkpoint(checkpoint_dir)
     with data.atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        with open(os.path.join(tmp, "squad_settings.json"), "w") as f:
-            json.dump({k: hp[k] for k in SETTINGS}, f, indent=1)
+        qa_pipeline.save(model, tokenizer, data.squad_settings(hp, model.config), tmp)
     return out_dir
 
 

@@ -31,6 +31,7 @@ from determined import core, pytorch
 import constants
 import data
 import postprocess
+import qa_pipeline
 import squad_eval
 
 logger = logging.getLogger("model_def")
@@ -179,8 +180,9 @@ class LogitsReducer(pytorch.MetricReducer):
 
 class CheckpointExtras(pytorch.PyTorchCallback):
     """Adds to each checkpoint what makes it usable on its own: the model's Hugging Face config and
-    tokenizer (`hf/`, a few MB; with `export_hf_model` also the weights as safetensors, so
-    `transformers.pipeline` loads `hf/` directly) and the latest validation's predictions."""
+    tokenizer and the pipeline code (`hf/`, a few MB; with `export_hf_model` also the weights as
+    safetensors, so `transformers.pipeline` loads `hf/` as it loads export.py's directory) and the
+    latest validation's predictions."""
 
     def __init__(self, trial: "SquadTrial"):
         self.trial = trial
@@ -188,10 +190,8 @@ class CheckpointExtras(pytorch.PyTorchCallback):
     def on_checkpoint_write_end(self, checkpoint_dir: str) -> None:
         hf = os.path.join(checkpoint_dir, "hf")
         model = unwrap(self.trial.model)
-        model.config.save_pretrained(hf)
-        self.trial.tokenizer.save_pretrained(hf)
-        if self.trial.hp["export_hf_model"]:
-            model.save_pretrained(hf)
+        qa_pipeline.save(model, self.trial.tokenizer, data.squad_settings(self.trial.hp, model.config), hf,
+                         weights=self.trial.hp["export_hf_model"])
         last = self.trial.evaluator.last_dir
         if last and os.path.isdir(last):
             shutil.copytree(last, os.path.join(checkpoint_dir, "predictions"), dirs_exist_ok=True)
@@ -284,7 +284,7 @@ class SquadTrial(pytorch.PyTorchTrial):
     def _loader(self, features: data.Features, shuffle: bool) -> pytorch.DataLoader:
         # Seeded by the config: every rank draws the same batches, and a resumed run (which skips
         # the batches already trained) sees the same order as an uninterrupted one.
-        collate = data.Collator(features, self.tokenizer.pad_token_id, self.hp["pad_to_max_length"])
+        collate = data.Collator(features.arrays, self.tokenizer.pad_token_id, self.hp["pad_to_max_length"])
         dataset, batch_size = data.FeatureDataset(features), self.context.get_per_slot_batch_size()
         if self.hp["bucket_by_length"] and not self.hp["pad_to_max_length"]:
             sampler = data.LengthBucketBatchSampler(features.arrays["lengths"], batch_size, shuffle, int(self.hp["seed"]),

@@ -4,7 +4,8 @@ For each feature the `n_best_size` highest start and end logits over context tok
 spans (end ≥ start, at most `max_answer_length` tokens); a span's score is start + end logit. The
 null (no-answer) score of a question is the lowest CLS score (start[0] + end[0]) over its features.
 A question is answered "" when null score − best span score > `null_score_diff_threshold`; that
-difference is its entry in null_odds.json. Vectorized with NumPy over all features at once.
+difference is its entry in null_odds.json. N-best entries carry the answer's character span
+(start, end) in the context; the no-answer entry has 0, 0. Vectorized with NumPy over all features at once.
 """
 import json
 import os
@@ -59,12 +60,13 @@ def postprocess(example_ids: Sequence[str], contexts: Sequence[str], example_ind
     for q, qid in enumerate(example_ids):
         lo, hi = first[q], min(last[q], first[q] + n_best_size)
         context, nf = contexts[q], null_feature[q]
-        entries = [{"text": context[offsets[f, a, 0]:offsets[f, b, 1]], "score": float(sc),
+        entries = [{"text": context[offsets[f, a, 0]:offsets[f, b, 1]], "start": int(offsets[f, a, 0]),
+                    "end": int(offsets[f, b, 1]), "score": float(sc),
                     "start_logit": float(start[f, a]), "end_logit": float(end[f, b])}
                    for f, a, b, sc in zip(feat[lo:hi], s[lo:hi], e[lo:hi], score[lo:hi])]
         best_text = entries[0]["text"] if entries else ""
-        entries.append({"text": "", "score": float(null[nf]), "start_logit": float(start_logits[nf, 0]),
-                        "end_logit": float(end_logits[nf, 0])})
+        entries.append({"text": "", "start": 0, "end": 0, "score": float(null[nf]),
+                        "start_logit": float(start_logits[nf, 0]), "end_logit": float(end_logits[nf, 0])})
         entries.sort(key=lambda x: -x["score"])
         probs = np.exp(np.array([x["score"] for x in entries]) - entries[0]["score"])
         for entry, p in zip(entries, probs / probs.sum()):

@@ -32,12 +32,8 @@ def load(model_dir: str):
         return export.load_checkpoint(model_dir)
     from transformers import AutoModelForQuestionAnswering
 
-    settings = dict(constants.DEFAULT_HPARAMS)
-    path = os.path.join(model_dir, "squad_settings.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            settings.update(json.load(f))
     model = AutoModelForQuestionAnswering.from_pretrained(model_dir).eval()
+    settings = {**constants.DEFAULT_HPARAMS, **getattr(model.config, "squad_settings", {})}
     return model, data.load_tokenizer(model_dir, settings["do_lower_case"]), settings
 
 
@@ -46,8 +42,7 @@ def predict(model, tokenizer, settings: Dict[str, Any], examples: data.Examples,
     """(predictions, nbest, null_odds) for `examples`, exactly as the trial's evaluation computes them."""
     spec = data.feature_spec(settings, model.config.model_type, getattr(model.config, "type_vocab_size", 0))
     arrays = data.featurize(examples, tokenizer, spec, training=False)
-    features = data.Features(arrays, {})
-    collate = data.Collator(features, tokenizer.pad_token_id)
+    collate = data.Collator(arrays, tokenizer.pad_token_id)
     device = next(model.parameters()).device
     start = np.full(arrays["input_ids"].shape, -1e4, dtype=np.float32)
     end = start.copy()

@@ -25,6 +25,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import data  # noqa: E402
+import qa_features  # noqa: E402
 
 SPEC = data.FeatureSpec(384, 128, 64)
 
@@ -34,7 +35,7 @@ def baseline_labels(examples, tokenizer, spec):
     starts, ends = [], []
     for lo in range(0, len(examples), 1000):
         hi = min(lo + 1000, len(examples))
-        questions = data._truncate_questions(examples.questions[lo:hi], tokenizer, spec.max_query_length)
+        questions = qa_features.truncate_questions(examples.questions[lo:hi], tokenizer, spec.max_query_length)
         contexts = [examples.contexts[i] for i in examples.context_index[lo:hi]]
         enc = tokenizer(questions, contexts, truncation="only_second", max_length=spec.max_seq_length,
                         stride=spec.doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True,
@@ -86,7 +87,7 @@ before = rss()
 t = time.time()
 f, status = data.load_or_build_features({source!r}, tok, data.FeatureSpec(384, 128, 64), "train", {cache!r})
 loader = torch.utils.data.DataLoader(data.FeatureDataset(f), batch_size=32, shuffle=True,
-                                     collate_fn=data.Collator(f, tok.pad_token_id))
+                                     collate_fn=data.Collator(f.arrays, tok.pad_token_id))
 batch = next(iter(loader))
 first_batch = time.time() - t
 print(json.dumps({{"status": status, "first_batch_s": first_batch, "rss_delta_mb": rss() - before, "rss_mb": rss()}}))

@@ -26,35 +26,54 @@ def cli(*args):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_export_loads_with_the_auto_classes(trained):
-    """transformers 5 removed the "question-answering" pipeline task (pipeline() raises KeyError),
-    so the exported directory is checked the way it is used now: the Auto classes load it, and its
-    answers are the checkpoint's."""
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+PIPELINE_SCRIPT = """
+import json, sys
+from transformers import pipeline
+qa = pipeline("question-answering", model=sys.argv[1], trust_remote_code=True)
+q = dict(question=sys.argv[2], context=sys.argv[3])
+print(json.dumps({"one": qa(**q), "top3": qa(**q, top_k=3), "listed": qa([q, q]),
+                  "no_answer": qa(**q, null_score_diff_threshold=-1e9),
+                  "span": qa(**q, null_score_diff_threshold=1e9)}))
+"""
+QUESTION = ("Who founded Vorbelor?", "Vorbelor was founded by Kesel Nortavez in 1774.")
 
-    import predict
+
+def test_export_loads_in_the_question_answering_pipeline(trained, tmp_path):
+    """An application outside this project (another directory, its own modules cache) loads the
+    export with transformers.pipeline and gets predict.py's answer."""
+    from transformers import AutoModelForQuestionAnswering
 
     _, checkpoint, tmp = trained
     out = tmp / "exported"
     assert cli(os.path.join(ROOT, "export.py"), checkpoint, str(out))["exported"] == str(out)
-    assert (out / "model.safetensors").is_file() and (out / "squad_settings.json").is_file()
-    model = AutoModelForQuestionAnswering.from_pretrained(str(out))
-    tokenizer = AutoTokenizer.from_pretrained(str(out))
-    inputs = tokenizer("Who founded Vorbelor?", "Vorbelor was founded by Kesel Nortavez in 1774.", return_tensors="pt")
-    assert model(**inputs).start_logits.shape == inputs["input_ids"].shape
+    assert (out / "model.safetensors").is_file() and (out / "qa_pipeline.py").is_file()
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+    results = {}
+    for name, model_dir in (("export", str(out)), ("checkpoint", os.path.join(checkpoint, "hf"))):
+        proc = subprocess.run([sys.executable, "-c", PIPELINE_SCRIPT, model_dir, *QUESTION], capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     # export_hf_model (on in the local configs) puts the same loadable copy in every checkpoint.
-    in_checkpoint = AutoModelForQuestionAnswering.from_pretrained(os.path.join(checkpoint, "hf"))
-    for (name, a), (_, b) in zip(model.state_dict().items(), in_checkpoint.state_dict().items()):
-        assert (a == b).all(), name
-    assert predict.load(str(out))[2]["max_seq_length"] == 128  # the settings it was trained with
+    assert results["export"] == results["checkpoint"]
+    got = results["export"]
+    for key, threshold in (("one", "0"), ("span", "1e9")):  # the model's threshold; one that forces a span
+        expected = cli(os.path.join(ROOT, "predict.py"), str(out), "--question", QUESTION[0], "--context", QUESTION[1],
+                       "--threshold", threshold)
+        assert got[key]["answer"] == expected["answer"]
+    assert got["listed"] == [got["one"], got["one"]]
+    assert len(got["top3"]) == 3 and got["top3"][0]["score"] >= got["top3"][1]["score"] >= got["top3"][2]["score"]
+    assert got["no_answer"] == {"answer": "", "score": got["no_answer"]["score"], "start": 0, "end": 0}
+    span = got["span"]
+    assert span["answer"] and QUESTION[1][span["start"]:span["end"]] == span["answer"]
+    assert AutoModelForQuestionAnswering.from_pretrained(str(out)).config.squad_settings["max_seq_length"] == 128
 
 
 def test_predict_from_checkpoint_or_export_agree(trained):
     _, checkpoint, tmp = trained
     exported = tmp / "exported2"
     cli(os.path.join(ROOT, "export.py"), checkpoint, str(exported))
-    question = ["--question", "Who founded Vorbelor?", "--context", "Vorbelor was founded by Kesel Nortavez in 1774.",
-                "--nbest", "3"]
+    question = ["--question", QUESTION[0], "--context", QUESTION[1], "--nbest", "3"]
     a = cli(os.path.join(ROOT, "predict.py"), checkpoint, *question)
     b = cli(os.path.join(ROOT, "predict.py"), str(exported), *question)
     assert a == b

@@ -45,6 +45,8 @@ def test_best_span_text_cut_from_context():
     assert nbest["q0"][0]["text"] == "Kalo Mira"
     assert sum(x["probability"] for x in nbest["q0"]) == pytest.approx(1.0)
     assert any(x["text"] == "" for x in nbest["q0"])
+    for x in nbest["q0"]:  # each candidate's character span is where its text sits in the context
+        assert CONTEXT[x["start"]:x["end"]] == x["text"] and (x["start"], x["end"]) != (0, 0) or x["text"] == ""
 
 
 def test_end_before_start_and_too_long_spans_are_rejected():
