@@ -68,7 +68,7 @@ def test_context_directory_small_and_complete():
     from determined.common import context
 
     files = {f.path for f in context.read_v1_context(pathlib.Path(ROOT))}
-    for needed in ("model_def.py", "data.py", "constants.py", "postprocess.py", "squad_eval.py",
+    for needed in ("model_def.py", "data.py", "qa_features.py", "qa_pipeline.py", "constants.py", "postprocess.py", "squad_eval.py",
                    "startup-hook.sh", "requirements.txt", "configs/const.yaml"):
         assert needed in files
     assert not any(f.startswith(("tests", ".venv", "generated", "outputs", ".git/")) for f in files)
