@@ -3,6 +3,8 @@ keys), carries the original example's hyperparameters, and the context directory
 import glob
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -85,3 +87,20 @@ def test_search_config_is_adaptive_asha_matching_the_training_length():
     assert {k for k, v in hp.items() if isinstance(v, dict)} == {"learning_rate", "warmup_fraction", "aggregation_frequency"}
     with pytest.raises(ValueError, match="search range"):
         model_def.local_hparams(config, "search_asha.yaml")
+
+
+def test_startup_hook_installs_and_refuses_an_image_transformers_cannot_use(tmp_path):
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+
+    def hook(**extra):
+        return subprocess.run(["bash", "startup-hook.sh"], cwd=ROOT, env={**env, **extra}, capture_output=True,
+                              text=True, timeout=600)
+
+    ok = hook()  # this environment already has every pin: pip has nothing to fetch
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    # An image with PyTorch 2.3 (Determined 0.38's default): a torch 2.3.0 distribution first on the path.
+    (tmp_path / "torch-2.3.0.dist-info").mkdir()
+    (tmp_path / "torch-2.3.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.3.0\n")
+    old = hook(PYTHONPATH=str(tmp_path))
+    assert old.returncode == 1
+    assert "this task image has PyTorch 2.3.0" in old.stderr and "environment.image" in old.stderr
