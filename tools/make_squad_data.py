@@ -78,15 +78,17 @@ def value(rng, kind):
     return rng.choice(MONTHS)
 
 
-def paragraph(rng, pid, questions_per_paragraph, n_variants):
-    """One paragraph about one subject: some of its facts among filler sentences, and questions."""
+def paragraph(rng, pid, questions_per_paragraph, n_variants, filler=(4, 7)):
+    """One paragraph about one subject: some of its facts among filler sentences (how many: a
+    number in the `filler` range; beyond len(FILLER), some repeat), and questions."""
     subjects = [name(rng)]
     facts = []  # (subject, relation index, object)
     for s in subjects:
         for r in rng.sample(range(len(RELATIONS)), rng.randint(4, 6)):
             facts.append((s, r, value(rng, RELATIONS[r][3])))
     sentences = [(RELATIONS[r][1].format(s=s, o=o), (s, r, o)) for s, r, o in facts]
-    sentences += [(f, None) for f in rng.sample(FILLER, rng.randint(4, 7))]
+    pool = FILLER * -(-filler[1] // len(FILLER))
+    sentences += [(f, None) for f in rng.sample(pool, rng.randint(*filler))]
     rng.shuffle(sentences)
     context, located = "", []
     for text, fact in sentences:
@@ -126,7 +128,7 @@ def paragraph(rng, pid, questions_per_paragraph, n_variants):
     return {"context": context, "qas": qas}
 
 
-def make_dataset(n_questions, seed, n_variants, title_prefix):
+def make_dataset(n_questions, seed, n_variants, title_prefix, filler=(4, 7)):
     rng = random.Random(seed)
     data, count, pid = [], 0, seed << 16
     while count < n_questions:
@@ -135,7 +137,7 @@ def make_dataset(n_questions, seed, n_variants, title_prefix):
             k = min(rng.randint(4, 6), n_questions - count)
             if k <= 0:
                 break
-            paragraphs.append(paragraph(rng, pid, k, n_variants))
+            paragraphs.append(paragraph(rng, pid, k, n_variants, filler))
             pid += 1
             count += k
         data.append({"title": f"{title_prefix}_{name(rng)}", "paragraphs": paragraphs})
