@@ -215,7 +215,10 @@ class SquadTrial(pytorch.PyTorchTrial):
         self.autocast = precision(hp["amp"], context)  # before wrap_model: fp16 wraps the forward pass
         self.model = context.wrap_model(load_model(hp))
         self.optimizer = context.wrap_optimizer(build_optimizer(self.model, hp))
-        total = self.total_optimizer_steps()
+        length = self.max_length()
+        # The training length in batches (the data loader is built once for it, not at every use).
+        self.total_batches = length.value if isinstance(length, pytorch.Batch) else length.value * self.batches_per_epoch()
+        total = math.ceil(self.total_batches / hp["aggregation_frequency"])  # optimizer steps
         warmup = int(hp["warmup_fraction"] * total)
         logger.info("%d optimizer steps (%d warmup), effective batch %d", total, warmup,
                     context.get_global_batch_size() * hp["aggregation_frequency"])
@@ -239,13 +242,6 @@ class SquadTrial(pytorch.PyTorchTrial):
         if self.hp.get("max_batches"):
             return pytorch.Batch(int(self.hp["max_batches"]))
         return pytorch.Epoch(int(self.hp["epochs"]))
-
-    def total_batches(self) -> int:
-        length = self.max_length()
-        return length.value if isinstance(length, pytorch.Batch) else length.value * self.batches_per_epoch()
-
-    def total_optimizer_steps(self) -> int:
-        return math.ceil(self.total_batches() / self.hp["aggregation_frequency"])
 
     def _clip(self, params) -> None:
         self.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.hp["max_grad_norm"]))
@@ -284,7 +280,7 @@ class SquadTrial(pytorch.PyTorchTrial):
     def _loader(self, features: data.Features, shuffle: bool) -> pytorch.DataLoader:
         # Seeded by the config: every rank draws the same batches, and a resumed run (which skips
         # the batches already trained) sees the same order as an uninterrupted one.
-        collate = data.Collator(features.arrays, self.tokenizer.pad_token_id, self.hp["pad_to_max_length"])
+        collate = data.Collator(features.arrays, self.hp["pad_to_max_length"])
         dataset, batch_size = data.FeatureDataset(features), self.context.get_per_slot_batch_size()
         if self.hp["bucket_by_length"] and not self.hp["pad_to_max_length"]:
             sampler = data.LengthBucketBatchSampler(features.arrays["lengths"], batch_size, shuffle, int(self.hp["seed"]),
@@ -324,7 +320,7 @@ class ConsolidateShardedOptimizer(pytorch.PyTorchCallback):
         boundary = any(p and done % int(p) == 0 for p in (hp["checkpoint_period_batches"], hp["validation_period_batches"]))
         # should_preempt is collective (every rank asks, the chief answers): every rank calls it here.
         preempted = self.trial.context._core.preempt.should_preempt(auto_ack=False)
-        if boundary or preempted or done >= self.trial.total_batches() or not self.gathered:
+        if boundary or preempted or done >= self.trial.total_batches or not self.gathered:
             optimizer.consolidate_state_dict(to=0)
             self.gathered = True
 

@@ -42,7 +42,7 @@ def predict(model, tokenizer, settings: Dict[str, Any], examples: data.Examples,
     """(predictions, nbest, null_odds) for `examples`, exactly as the trial's evaluation computes them."""
     spec = data.feature_spec(settings, model.config.model_type, getattr(model.config, "type_vocab_size", 0))
     arrays = data.featurize(examples, tokenizer, spec, training=False)
-    collate = data.Collator(arrays, tokenizer.pad_token_id)
+    collate = data.Collator(arrays)
     device = next(model.parameters()).device
     start = np.full(arrays["input_ids"].shape, -1e4, dtype=np.float32)
     end = start.copy()

@@ -86,15 +86,16 @@ def featurize_batch(examples: Examples, lo: int, hi: int, tokenizer, spec: Featu
         offsets[~is_context] = -1
         out["offsets"] = offsets
         return out
-    start_char = np.asarray(examples.answer_start, dtype=np.int64)[sample][:, None]
-    end_char = start_char + np.asarray([len(t) for t in examples.answer_text], dtype=np.int64)[sample][:, None]
+    local = sample - lo  # this batch's questions only: converting every question per batch is quadratic
+    start_char = np.asarray(examples.answer_start[lo:hi], dtype=np.int64)[local][:, None]
+    end_char = start_char + np.asarray([len(t) for t in examples.answer_text[lo:hi]], dtype=np.int64)[local][:, None]
     starts, ends = offsets[:, :, 0], offsets[:, :, 1]
     positions = np.arange(L)
     first = np.argmax(is_context, axis=1)
     last = L - 1 - np.argmax(is_context[:, ::-1], axis=1)
     rows = np.arange(m)
     inside = (starts[rows, first][:, None] <= start_char) & (ends[rows, last][:, None] >= end_char)
-    inside = inside[:, 0] & ~np.asarray(examples.is_impossible, dtype=bool)[sample]
+    inside = inside[:, 0] & ~np.asarray(examples.is_impossible[lo:hi], dtype=bool)[local]
     # Start: the last context token starting at or before the answer; end: the first ending at or after it.
     start_tok = np.where(is_context & (starts <= start_char), positions, -1).max(axis=1)
     end_tok = np.where(is_context & (ends >= end_char), positions, L).min(axis=1)
@@ -107,8 +108,8 @@ class Collator:
     """Builds a batch of tensors from feature indices, padded to the batch's longest feature
     (rounded up to a multiple of 8) or to max_seq_length when `pad_to_max`."""
 
-    def __init__(self, arrays: Dict[str, np.ndarray], pad_id: int, pad_to_max: bool = False):
-        self.a, self.pad_id, self.pad_to_max = arrays, pad_id, pad_to_max
+    def __init__(self, arrays: Dict[str, np.ndarray], pad_to_max: bool = False):
+        self.a, self.pad_to_max = arrays, pad_to_max  # input_ids are stored padded with the pad id
 
     def __call__(self, indices: List[int]) -> Dict[str, torch.Tensor]:
         idx = np.asarray(indices)

@@ -66,7 +66,7 @@ class SquadQAPipeline(Pipeline):
         spec = FeatureSpec(s["max_seq_length"], s["doc_stride"], s["max_query_length"], s["token_type_ids"])
         examples = Examples(["q"], [inputs["question"]], [inputs["context"]], [0], [-1], [""], [False])
         arrays = featurize_batch(examples, 0, 1, self.tokenizer, spec, training=False)
-        batch = Collator(arrays, self.tokenizer.pad_token_id)(range(len(arrays["input_ids"])))
+        batch = Collator(arrays)(range(len(arrays["input_ids"])))
         del batch["feature_index"]
         return {"batch": batch, "offsets": arrays["offsets"], "context": inputs["context"]}
 

@@ -11,6 +11,7 @@ Baseline: the same features built the straightforward way, as Hugging Face's run
 one process, the fast tokenizer in batches of 1,000, labels in a Python loop over features.
 """
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -69,7 +70,7 @@ sys.path.insert(0, {root!r})
 import data
 tok = data.load_tokenizer({model!r})
 t = time.time()
-f, status = data.load_or_build_features({source!r}, tok, data.FeatureSpec(384, 128, 64), "train", {cache!r}, workers={workers})
+f, status = data.load_or_build_features({source!r}, tok, data.FeatureSpec(*{spec!r}), "train", {cache!r}, workers={workers})
 seconds = time.time() - t
 rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
 print(json.dumps({{"seconds": seconds, "status": status, "features": len(f), "peak_rss_mb": rss, "key": f.manifest["key"]}}))
@@ -85,9 +86,9 @@ def rss():
 tok = data.load_tokenizer({model!r})
 before = rss()
 t = time.time()
-f, status = data.load_or_build_features({source!r}, tok, data.FeatureSpec(384, 128, 64), "train", {cache!r})
+f, status = data.load_or_build_features({source!r}, tok, data.FeatureSpec(*{spec!r}), "train", {cache!r})
 loader = torch.utils.data.DataLoader(data.FeatureDataset(f), batch_size=32, shuffle=True,
-                                     collate_fn=data.Collator(f.arrays, tok.pad_token_id))
+                                     collate_fn=data.Collator(f.arrays))
 batch = next(iter(loader))
 first_batch = time.time() - t
 print(json.dumps({{"status": status, "first_batch_s": first_batch, "rss_delta_mb": rss() - before, "rss_mb": rss()}}))
@@ -114,7 +115,8 @@ def main():
         with open(source, "w") as f:
             json.dump(make_squad_data.make_dataset(args.questions, 11, 1, "bench"), f)
         cache = os.path.join(tmp, "cache")
-        fmt = dict(root=ROOT, model=model, source=source, cache=cache, workers=args.workers)
+        fmt = dict(root=ROOT, model=model, source=source, cache=cache, workers=args.workers,
+                   spec=dataclasses.astuple(SPEC))
         cold = child(CHILD_BUILD.format(**fmt))
         warm = child(CHILD_WARM.format(**fmt))
         entry = os.path.join(cache, "features", cold["key"])
