@@ -22,7 +22,7 @@ KNOWN_DATASETS = {
 }
 
 # Bumped whenever the feature arrays or their meaning change, so old cache entries are not reused.
-FEATURE_FORMAT_VERSION = 1
+FEATURE_FORMAT_VERSION = 2
 
 # Hyperparameter defaults: the values of Determined's original ALBERT-xxlarge SQuAD 2.0 example.
 DEFAULT_HPARAMS = {

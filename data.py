@@ -483,11 +483,26 @@ def cache_root(data_conf: dict) -> str:
 
 
 def load_tokenizer(name: str, do_lower_case: bool = True):
+    """The model's fast tokenizer (its offset mappings cut answers out of contexts). A SentencePiece
+    model (ALBERT's spiece.model) is converted by transformers with the `sentencepiece` package."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name, do_lower_case=do_lower_case)
+    fix = ("A model directory needs tokenizer.json, or its family's vocabulary files with "
+           "tokenizer_config.json (ALBERT: spiece.model); tokenizer.save_pretrained(DIR) writes them.")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, do_lower_case=do_lower_case)
+    except Exception as err:  # transformers' errors here are of many types and rarely name the file
+        if not os.path.isdir(name):
+            raise
+        raise DataError(f"{name}: no usable tokenizer ({type(err).__name__}: {err}). The directory has: "
+                        f"{', '.join(sorted(os.listdir(name))) or 'nothing'}. {fix}") from err
+    where = f"{name} (it has: {', '.join(sorted(os.listdir(name))) or 'nothing'})" if os.path.isdir(name) else name
     if not tokenizer.is_fast:
-        raise ValueError(f"{name}: post-processing needs a fast tokenizer (offset mappings)")
+        raise DataError(f"{where}: {type(tokenizer).__name__} is not a fast tokenizer; post-processing needs "
+                        f"its offset mappings. {fix}")
+    if len(tokenizer.get_vocab()) <= len(set(tokenizer.all_special_ids)):
+        # transformers 5 builds an empty tokenizer when a directory has no tokenizer files at all.
+        raise DataError(f"{where}: the tokenizer has no vocabulary besides its special tokens. {fix}")
     return tokenizer
 
 

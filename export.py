@@ -21,7 +21,7 @@ from transformers import AutoConfig, AutoModelForQuestionAnswering
 
 import constants
 import data
-import model_def  # noqa: F401  (allowlists the NumPy types in Determined's checkpoints for torch.load)
+import model_def  # also allowlists the NumPy types in Determined's checkpoints for torch.load
 import qa_pipeline
 
 
@@ -33,11 +33,11 @@ def load_checkpoint(checkpoint_dir: str) -> Tuple[torch.nn.Module, Any, Dict[str
                          "(det checkpoint download UUID) or an exported model directory")
     with open(os.path.join(checkpoint_dir, "load_data.json")) as f:
         hp = {**constants.DEFAULT_HPARAMS, **(json.load(f).get("hparams") or {})}
-    hf = os.path.join(checkpoint_dir, "hf")
-    # Checkpoints carry the model's config and tokenizer in hf/; without it, the model they started from.
-    source = hf if os.path.isfile(os.path.join(hf, "config.json")) else hp["pretrained_model_name"]
+    source = model_def.checkpoint_model_source(checkpoint_dir, hp)
     model = AutoModelForQuestionAnswering.from_config(AutoConfig.from_pretrained(source))
-    state = torch.load(state_path, map_location="cpu", weights_only=True)["models_state_dict"][0]
+    # Before torch 2.6 there is no allowlist for the NumPy RNG state Determined saves beside the
+    # weights (model_def.WEIGHTS_ONLY_LOADS): there, as in Determined's own loads, torch.load unpickles.
+    state = torch.load(state_path, map_location="cpu", weights_only=model_def.WEIGHTS_ONLY_LOADS)["models_state_dict"][0]
     model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
     return model.eval(), data.load_tokenizer(source, hp["do_lower_case"]), hp
 

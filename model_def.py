@@ -9,6 +9,7 @@ YAML config:
 """
 import argparse
 import contextlib
+import importlib
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 import yaml
 from torch.distributed.optim import ZeroRedundancyOptimizer
-from transformers import AutoModelForQuestionAnswering
+from transformers import AutoConfig, AutoModelForQuestionAnswering
 
 import determined as det
 from determined import core, pytorch
@@ -38,8 +39,17 @@ logger = logging.getLogger("model_def")
 
 # Determined 0.38 saves NumPy's RNG state in its checkpoints and restores them with torch.load,
 # whose weights-only default (torch >= 2.6) refuses NumPy arrays: without this allowlist no
-# checkpoint could be resumed, on a cluster or locally. Only these NumPy types are allowed.
-torch.serialization.add_safe_globals([np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType])
+# checkpoint could be resumed, on a cluster or locally. Only these NumPy types are allowed, under
+# both names NumPy's array constructor has had (np.core in NumPy 1, np._core in 2), so checkpoints
+# written on an image with NumPy 1 load with NumPy 2 and back. Before torch 2.6 torch.load unpickles
+# fully by default (Determined's loads and export.py's alike) and there is nothing to allowlist.
+WEIGHTS_ONLY_LOADS = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 6)
+if WEIGHTS_ONLY_LOADS:
+    _numpy_2 = int(np.__version__.split(".")[0]) >= 2
+    _reconstruct = importlib.import_module("numpy._core.multiarray" if _numpy_2 else "numpy.core.multiarray")._reconstruct
+    torch.serialization.add_safe_globals([(_reconstruct, f"numpy.{core}.multiarray._reconstruct")
+                                          for core in ("core", "_core")]
+                                         + [np.ndarray, np.dtype, type(np.dtype(np.uint32))])
 
 
 def linear_warmup_decay(warmup_steps: int, total_steps: int):
@@ -201,10 +211,31 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
+def checkpoint_model_source(checkpoint_dir: str, hp: Dict[str, Any]) -> str:
+    """Where a checkpoint's model config and tokenizer come from: its own `hf/` (CheckpointExtras),
+    or, in checkpoints without one, the model training started from."""
+    hf = os.path.join(checkpoint_dir, "hf")
+    return hf if os.path.isfile(os.path.join(hf, "config.json")) else hp["pretrained_model_name"]
+
+
 class SquadTrial(pytorch.PyTorchTrial):
     def __init__(self, context: pytorch.PyTorchTrialContext) -> None:
         self.context = context
         self.hp = hp = {**constants.DEFAULT_HPARAMS, **context.get_hparams()}
+        if isinstance(context, pytorch.CheckpointLoadContext):
+            # determined.pytorch.load_trial_from_checkpoint_path: the model only, for inference,
+            # offline. It imports this file from the checkpoint's code/ (determined/util.py,
+            # write_user_code), so the checkpoint's hf/ lies beside it; the loader then loads the weights.
+            checkpoint = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            source = checkpoint_model_source(checkpoint, hp)
+            self.tokenizer = data.load_tokenizer(source, hp["do_lower_case"])
+            model = AutoModelForQuestionAnswering.from_config(AutoConfig.from_pretrained(source))
+            # Checkpoints of distributed runs hold DistributedDataParallel's "module."-prefixed names;
+            # the loader loads them into this plain model as they are.
+            model._register_load_state_dict_pre_hook(
+                lambda state, *_: torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "module."))
+            self.model = context.wrap_model(model.eval())
+            return
         data_conf = context.get_data_config()
         features, info = data.prepare(hp, data_conf)
         self.tokenizer = info["tokenizer"]
@@ -442,4 +473,9 @@ def main(argv=None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the trial from the importable module, not from __main__: checkpoints record the trial
+    # class as "<module>:<class>" (determined/pytorch/_pytorch_trial.py, load_data.json), and
+    # determined.pytorch.load_trial_from_checkpoint_path imports it from the checkpoint's code/.
+    import model_def
+
+    model_def.main()

@@ -52,6 +52,34 @@ def _context_mask(special: np.ndarray) -> np.ndarray:
     return ordinary & (np.cumsum(boundary, axis=1) == 1)
 
 
+# Every code point Python counts as whitespace (the highest is U+3000).
+_WHITESPACE = np.array([c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32)
+
+
+def _tidy_context_tokens(offsets: np.ndarray, is_context: np.ndarray, contexts: List[str],
+                         context_of_row: np.ndarray) -> None:
+    """SentencePiece tokenizers differ in how they report the word-start piece '▁': some fast
+    tokenizers (transformers 4's ALBERT conversion) start a word's offsets at the space before it,
+    others give a bare '▁' the offsets of the character after it, the same as that character's own
+    piece (or a part of it). So, in place: token starts move past whitespace, and a context token
+    whose span is then empty, or starts where the next token's starts and lies within it, stops
+    counting as context: it can be no answer boundary (an answer ending on "x" would otherwise be
+    labelled with its end before its start)."""
+    codes = [np.frombuffer(c.encode("utf-32-le"), dtype=np.uint32) for c in contexts]
+    base = np.cumsum([0] + [len(c) for c in codes])[context_of_row][:, None]
+    space = np.isin(np.concatenate(codes + [np.zeros(1, np.uint32)]), _WHITESPACE)
+    starts, ends = offsets[:, :, 0], offsets[:, :, 1]
+    while True:
+        move = is_context & (starts < ends)
+        move[move] = space[(base + starts)[move]]
+        if not move.any():
+            break
+        starts[move] += 1
+    is_context &= starts < ends
+    inside_next = (starts[:, :-1] == starts[:, 1:]) & (ends[:, :-1] <= ends[:, 1:]) & is_context[:, 1:]
+    is_context[:, :-1] &= ~inside_next
+
+
 def featurize_batch(examples: Examples, lo: int, hi: int, tokenizer, spec: FeatureSpec,
                     training: bool) -> Dict[str, np.ndarray]:
     """Features of questions lo..hi-1 (see featurize); labels computed for all windows at once."""
@@ -79,6 +107,9 @@ def featurize_batch(examples: Examples, lo: int, hi: int, tokenizer, spec: Featu
             types[i, :n] = enc["token_type_ids"][i]
     sample = np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64) + lo
     is_context = _context_mask(special)
+    # The batch's distinct contexts, and which one each window cuts.
+    distinct, context_of_row = np.unique(np.asarray(examples.context_index[lo:hi])[sample - lo], return_inverse=True)
+    _tidy_context_tokens(offsets, is_context, [examples.contexts[c] for c in distinct], context_of_row)
     out = {"input_ids": ids, "lengths": lengths, "example_index": sample.astype(np.int32)}
     if types is not None:
         out["token_type_ids"] = types

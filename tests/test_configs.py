@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 import model_def
+import task_image
 from conftest import ROOT
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
@@ -89,18 +90,62 @@ def test_search_config_is_adaptive_asha_matching_the_training_length():
         model_def.local_hparams(config, "search_asha.yaml")
 
 
-def test_startup_hook_installs_and_refuses_an_image_transformers_cannot_use(tmp_path):
+def test_startup_hook_installs_the_set_that_fits_and_refuses_an_image_with_no_set(tmp_path):
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
 
     def hook(**extra):
         return subprocess.run(["bash", "startup-hook.sh"], cwd=ROOT, env={**env, **extra}, capture_output=True,
                               text=True, timeout=600)
 
-    ok = hook()  # this environment already has every pin: pip has nothing to fetch
+    import torch
+
+    expected, _ = task_image.choose(sys.version_info, torch.__version__)
+    ok = hook()  # this environment has exactly the pins of its set: pip has nothing to fetch
     assert ok.returncode == 0, ok.stderr[-2000:]
-    # An image with PyTorch 2.3 (Determined 0.38's default): a torch 2.3.0 distribution first on the path.
-    (tmp_path / "torch-2.3.0.dist-info").mkdir()
-    (tmp_path / "torch-2.3.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.3.0\n")
+    assert f"installing {expected} for Python" in ok.stderr
+    # An image with PyTorch 2.2: a torch 2.2.2 distribution first on the path. Refused before pip runs.
+    (tmp_path / "torch-2.2.2.dist-info").mkdir()
+    (tmp_path / "torch-2.2.2.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.2.2\n")
     old = hook(PYTHONPATH=str(tmp_path))
     assert old.returncode == 1
-    assert "this task image has PyTorch 2.3.0" in old.stderr and "environment.image" in old.stderr
+    assert "this task image has PyTorch 2.2.2; the trial needs PyTorch 2.3 or newer" in old.stderr
+    assert "environment.image" in old.stderr and "installing" not in old.stderr
+
+
+@pytest.mark.parametrize("python, torch_version, expected", [
+    ((3, 9, 18), "2.3.0", None),
+    ((3, 10, 12), None, None),
+    ((3, 10, 12), "2.2.2+cu121", None),
+    ((3, 10, 12), "2.3.0a0+40ec155e58.nv24.03", task_image.OLDEST),  # an NGC build of 2.3
+    ((3, 10, 12), "2.3.1", task_image.OLDEST),
+    ((3, 10, 12), "2.8.0", task_image.OLDEST),  # transformers 5 needs Python 3.11
+    ((3, 11, 7), "2.5.1+cu124", task_image.OLDEST),
+    ((3, 12, 3), "2.6.0a0+ecf3bae40a.nv25.01", task_image.OLDEST),  # transformers 5 refuses pre-release 2.6
+    ((3, 11, 7), "2.6.0", task_image.NEWEST),
+    ((3, 12, 3), "2.13.0+cpu", task_image.NEWEST),
+])
+def test_task_image_picks_the_requirement_set(python, torch_version, expected):
+    name, reason = task_image.choose(python, torch_version)
+    assert name == expected
+    assert "Python %d.%d" % python[:2] in reason or "PyTorch" in reason
+
+
+def test_requirement_sets_pin_the_same_packages_exactly_and_fit_their_own_range():
+    sets = {}
+    for name in (task_image.NEWEST, task_image.OLDEST):
+        lines = [line for line in open(os.path.join(ROOT, name)).read().splitlines() if line and not line.startswith("#")]
+        assert all("==" in line for line in lines), name
+        sets[name] = dict(line.split("==") for line in lines)
+    assert set(sets[task_image.NEWEST]) == set(sets[task_image.OLDEST])
+    assert "sentencepiece" in sets[task_image.NEWEST]  # converts ALBERT's spiece.model
+    for name, pins in sets.items():
+        assert task_image.choose((3, 11), pins["torch"])[0] == name
+
+
+def test_no_file_needs_a_python_newer_than_3_10(tmp_path):
+    vermin = [os.path.join(os.path.dirname(sys.executable), "vermin"), "-t=3.10-", "--no-tips", "--violations"]
+    files = [f for pattern in ("*.py", "tools/*.py", "bench/*.py", "tests/*.py") for f in glob.glob(os.path.join(ROOT, pattern))]
+    proc = subprocess.run(vermin + files, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    (tmp_path / "newer.py").write_text("import tomllib\n")  # the check can fail: tomllib is Python 3.11
+    assert subprocess.run(vermin + [str(tmp_path / "newer.py")], capture_output=True).returncode != 0

@@ -103,6 +103,10 @@ def test_two_processes_match_one(tmp_path, squad_files, tiny_model):
         torch.testing.assert_close(a[name], b[name].to(a[name].dtype), rtol=0, atol=1e-4, msg=name)
     assert METRIC_KEYS <= set(two) and two["total"] == one["total"]
     assert two["f1"] == pytest.approx(one["f1"], abs=1.0)
+    # Determined's loader takes a distributed run's checkpoint ("module."-prefixed weights) too.
+    from test_export_predict import assert_loader_matches_export
+
+    assert_loader_matches_export(w2, tmp_path / "loader")
 
 
 def test_schedule_counts_optimizer_steps_with_aggregation(tmp_path, squad_files, tiny_model):

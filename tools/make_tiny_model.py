@@ -87,13 +87,45 @@ def other_family_tokenizer(family, seed=0):
     return BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True)
 
 
-def build(out_dir, hidden_size=128, layers=2, heads=4, seed=0, family="albert"):
-    """Write a tiny model directory of `family` (default ALBERT) with random weights."""
+def sentencepiece_model(seed=0, vocab_size=1000):
+    """A tiny SentencePiece unigram model (the bytes of an `spiece.model`) trained by sentencepiece's
+    own trainer on the generated text, lower-cased as ALBERT's was, with ALBERT's special pieces:
+    <pad> 0, <unk> 1, [CLS] 2, [SEP] 3, [MASK] 4."""
+    import io
+
+    import sentencepiece
+
+    text = (t.replace("``", '"').replace("''", '"').lower() for t in corpus(seed))
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=text, model_writer=model, model_type="unigram", vocab_size=vocab_size,
+        pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, control_symbols=["[CLS]", "[SEP]", "[MASK]"],
+        character_coverage=1.0, num_threads=1, shuffle_input_sentence=False, minloglevel=2)
+    return model.getvalue()
+
+
+def build(out_dir, hidden_size=128, layers=2, heads=4, seed=0, family="albert", sentencepiece=False):
+    """Write a tiny model directory of `family` (default ALBERT) with random weights. With
+    `sentencepiece` (ALBERT only), the tokenizer is what Google's checkpoints and many Hugging Face
+    ALBERT directories carry: `spiece.model` and tokenizer_config.json, no tokenizer.json."""
     torch.manual_seed(seed)
     # No dropout: a few minutes of training do not overfit, and runs on 1 and 2 processes stay comparable.
     common = dict(hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=heads,
                   intermediate_size=hidden_size * 4, max_position_embeddings=512, hidden_dropout_prob=0.0,
                   attention_probs_dropout_prob=0.0)
+    if sentencepiece:
+        spiece = sentencepiece_model(seed)
+        config = AlbertConfig(vocab_size=1000, embedding_size=64, classifier_dropout_prob=0.0, pad_token_id=0,
+                              bos_token_id=2, eos_token_id=3, **common)
+        model = AutoModelForQuestionAnswering.from_config(config)
+        with data.atomic_dir(out_dir) as tmp:
+            model.save_pretrained(tmp)
+            with open(os.path.join(tmp, "spiece.model"), "wb") as f:
+                f.write(spiece)
+            with open(os.path.join(tmp, "tokenizer_config.json"), "w") as f:
+                json.dump({"tokenizer_class": "AlbertTokenizer", "do_lower_case": True, "remove_space": True,
+                           "keep_accents": False, "model_max_length": 512}, f, indent=2)
+        return out_dir
     if family == "albert":
         tokenizer = AlbertTokenizer(vocab=train_vocab(seed=seed), do_lower_case=True)
         config = AlbertConfig(vocab_size=len(tokenizer), embedding_size=64, classifier_dropout_prob=0.0,
@@ -126,8 +158,12 @@ def main():
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--family", default="albert", choices=["albert", "bert", "roberta", "electra", "distilbert"])
+    parser.add_argument("--sentencepiece", action="store_true",
+                        help="ALBERT with only a SentencePiece model (spiece.model), as Google's checkpoints have")
     args = parser.parse_args()
-    build(args.out_dir, args.hidden_size, args.layers, args.heads, args.seed, args.family)
+    if args.sentencepiece and args.family != "albert":
+        parser.error("--sentencepiece builds an ALBERT model; leave --family at albert")
+    build(args.out_dir, args.hidden_size, args.layers, args.heads, args.seed, args.family, args.sentencepiece)
     print(f"wrote {args.out_dir}")
 
 
