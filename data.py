@@ -32,13 +32,14 @@ import numpy as np
 import torch
 
 import constants
+from settings import UserError
 from qa_features import Collator, Examples, FeatureSpec, featurize_batch  # noqa: F401  (data.Examples etc.)
 
 logger = logging.getLogger("data")
 
 
-class DataError(ValueError):
-    """Bad input data: the message names the file, the record and what to do."""
+class DataError(UserError, ValueError):
+    """Bad input data: the message names the file, the record and what to do (exit 1)."""
 
 
 # ---------------------------------------------------------------------------------------------
