@@ -12,6 +12,7 @@ Each step is a plain function a test can call on its own:
 import argparse
 import contextlib
 import dataclasses
+import errno
 import glob
 import hashlib
 import json
@@ -20,6 +21,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 
 import constants
+import settings
 from settings import UserError
 from qa_features import Collator, Examples, FeatureSpec, featurize_batch  # noqa: F401  (data.Examples etc.)
 
@@ -80,25 +83,42 @@ def _download(source: str, tmp_path: str) -> None:
         shutil.copyfileobj(response, out, 1 << 20)
 
 
+def _unreadable(name: str, err: OSError) -> DataError:
+    """A data file that cannot be opened, as a DataError naming the reason and the fix."""
+    if isinstance(err, FileNotFoundError):
+        return DataError(f"{name}: no such file. Set data.train_file / data.validation_file to a "
+                         "local path, an https:// URL or an s3:// URI.")
+    if isinstance(err, IsADirectoryError):
+        return DataError(f"{name}: is a directory, not a SQuAD JSON file. Give the path of the .json file.")
+    if isinstance(err, PermissionError):
+        return DataError(f"{name}: permission denied (reading as uid {os.getuid()}). Make it readable by the user "
+                         "the job runs as (chmod a+r on the file, a+x on its directories), or copy it where it is.")
+    return DataError(f"{name}: cannot be read ({err.strerror or err}). Check the file and its filesystem, "
+                     "or copy it elsewhere and point the config at the copy.")
+
+
 def fetch(source: str, cache_dir: str, retries: int = 4) -> str:
     """A local path holding `source`. Remote files are streamed to a temporary file in
     `cache_dir/downloads`, verified against the known size and sha256 when the URL is known,
-    then renamed into place; a verified copy already there is never fetched again."""
+    then renamed into place; a verified copy already there is never fetched again, even from a
+    read-only cache."""
     if "://" not in source:
-        if not os.path.isfile(source):
-            raise DataError(f"{source}: no such file. Set data.train_file / data.validation_file to a "
-                            "local path, an https:// URL or an s3:// URI.")
+        try:
+            with open(source, "rb"):
+                pass
+        except OSError as err:
+            raise _unreadable(source, err) from err
         return source
     if not source.startswith(("https://", "http://", "s3://")):
         raise DataError(f"{source}: unsupported scheme; use a local path, https:// or s3://.")
     expected = constants.KNOWN_DATASETS.get(source)
     downloads = os.path.join(cache_dir, "downloads")
-    os.makedirs(downloads, exist_ok=True)
+    _make_cache_dir(downloads)
     # The name is derived from the URL's hash: no user-supplied string becomes a path component.
     dest = os.path.join(downloads, hashlib.sha256(source.encode()).hexdigest()[:32] + ".json")
     # Files with no registered checksum get one recorded at download, so a cached copy is always verified.
     record = dest + ".sha256.json"
-    with filelock.FileLock(dest + ".lock"):
+    with _acquire(dest + ".lock", math.inf, dest) as locked:
         if os.path.isfile(dest):
             try:
                 known = expected
@@ -109,8 +129,18 @@ def fetch(source: str, cache_dir: str, retries: int = 4) -> str:
                     raise DataError(f"{source}: cached copy has no recorded checksum")
                 _verify(dest, source, known)
                 return dest
+            except PermissionError as err:
+                raise DataError(f"{err.filename} ({source}): permission denied reading the cached download (as uid "
+                                f"{os.getuid()}). Make the cache readable by every user (chmod -R a+rX {downloads}), "
+                                "or set data.cache_dir to a cache of your own.") from err
             except (ValueError, KeyError) as err:  # DataError is a ValueError
+                if not locked:
+                    raise DataError(f"{dest} ({source}): {err}; {downloads} is read-only or not writable by this "
+                                    f"user, so it cannot be downloaded again here. {_CACHE_FIX}") from err
                 logger.warning("%s; downloading again", err)
+        if not locked:
+            raise DataError(f"{source}: no verified copy in {downloads}, which is read-only or not writable by "
+                            f"this user, so it cannot be downloaded here. {_CACHE_FIX}")
         for attempt in range(retries):
             fd, tmp = tempfile.mkstemp(dir=downloads, prefix=".partial-")
             os.close(fd)
@@ -118,6 +148,7 @@ def fetch(source: str, cache_dir: str, retries: int = 4) -> str:
                 logger.info("downloading %s (attempt %d/%d)", source, attempt + 1, retries)
                 _download(source, tmp)
                 _verify(tmp, source, expected)
+                os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache's copy from other users
                 if expected is None:
                     with open(record + ".tmp", "w") as f:
                         json.dump({"bytes": os.path.getsize(tmp), "sha256": sha256_file(tmp)}, f)
@@ -139,15 +170,37 @@ def fetch(source: str, cache_dir: str, retries: int = 4) -> str:
 # parse + validate: SQuAD 1.1 / 2.0 JSON → Examples
 # ---------------------------------------------------------------------------------------------
 
+def _answer_problem(answer, i: int, context: str, exact: bool) -> Optional[str]:
+    """What is wrong with answers[i] of a question, or None. `exact`: it must sit at its answer_start."""
+    if not isinstance(answer, dict):
+        return f"answers[{i}] is not an object with 'text' and 'answer_start'"
+    text, start = answer.get("text"), answer.get("answer_start")
+    if not isinstance(text, str) or not text.strip():
+        return f"answers[{i}]: 'text' must be a non-empty string, not {text!r}"
+    # bool is an int in Python; a negative start would slice from the end of the context.
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        return f"answers[{i}]: 'answer_start' must be a non-negative integer, not {start!r}"
+    if start + len(text) > len(context):
+        return (f"answers[{i}]: answer_start {start} plus the answer's {len(text)} characters runs past the end "
+                f"of the context ({len(context)} characters)")
+    if exact and context[start:start + len(text)] != text:
+        return (f"answer_start {start} does not point at the answer text {text!r} "
+                f"(the context there reads {context[start:start + len(text)]!r})")
+    return None
+
+
 def read_squad(path: str, split: str, skip_invalid: bool = False, source: Optional[str] = None) -> Examples:
     """Parse and validate a SQuAD 1.1 or 2.0 file. `split` is "train" (the first answer must sit at
-    its answer_start: it becomes the label) or "validation". Invalid records raise DataError naming
-    the file and question id, or with `skip_invalid` are skipped, counted and logged."""
+    its answer_start: it becomes the label) or "validation". Invalid records (questions, paragraphs,
+    articles) raise DataError naming the file and the record, or with `skip_invalid` (only the bool
+    True) are skipped, counted and logged."""
     name = source or path
     try:
         with open(path, "rb") as f:
             raw = f.read()
         dataset = json.loads(raw.decode("utf-8"))
+    except OSError as err:
+        raise _unreadable(name, err) from err
     except UnicodeDecodeError as err:
         raise DataError(f"{name}: not valid UTF-8 at byte {err.start}. Re-save the file as UTF-8.") from err
     except json.JSONDecodeError as err:
@@ -158,56 +211,66 @@ def read_squad(path: str, split: str, skip_invalid: bool = False, source: Option
     ex = Examples([], [], [], [], [], [], [])
     seen = set()
 
-    def bad(qid, problem):
-        message = f"{name}: question {qid!r}: {problem}"
-        if not skip_invalid:
+    def bad(where, problem):
+        message = f"{name}: {where}: {problem}"
+        if skip_invalid is not True:
             raise DataError(message + ". Fix the record, or set data.skip_invalid_examples: true to skip it.")
         logger.warning("skipping %s", message)
         ex.skipped += 1
 
+    def found(obj):
+        return f"its keys: {', '.join(map(repr, obj)) or 'none'}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+
     for a, article in enumerate(dataset["data"]):
-        for p, paragraph in enumerate(article.get("paragraphs", []) if isinstance(article, dict) else []):
+        # A misspelled key ('paragraph', 'qa') must not make its questions vanish.
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+            title = article.get("title") if isinstance(article, dict) else None
+            bad(f"article data[{a}]" + (f" ({title!r})" if isinstance(title, str) else ""),
+                f"expected an object with a 'paragraphs' list, found {found(article)}")
+            continue
+        for p, paragraph in enumerate(article["paragraphs"]):
             where = f"data[{a}].paragraphs[{p}]"
-            context = paragraph.get("context") if isinstance(paragraph, dict) else None
-            qas = paragraph.get("qas") if isinstance(paragraph, dict) else None
-            if not isinstance(qas, list):
-                bad(where, "paragraph has no 'qas' list")
+            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("qas"), list):
+                bad(f"paragraph {where}", f"expected an object with 'context' and a 'qas' list, found {found(paragraph)}")
                 continue
+            context, qas = paragraph.get("context"), paragraph["qas"]
             if not isinstance(context, str) or not context.strip():
-                for qa in qas:
-                    bad(qa.get("id", where) if isinstance(qa, dict) else where, "empty or missing context")
+                for q, qa in enumerate(qas):
+                    qid = qa.get("id") if isinstance(qa, dict) else None
+                    bad(f"question {qid!r}" if isinstance(qid, str) and qid else f"question {where}.qas[{q}]",
+                        "empty or missing context")
                 continue
             ctx_idx = len(ex.contexts)
             ex.contexts.append(context)
-            for qa in qas:
+            for q, qa in enumerate(qas):
                 qid = qa.get("id") if isinstance(qa, dict) else None
                 if not isinstance(qid, str) or not qid:
-                    bad(where, "missing question id")
+                    bad(f"question {where}.qas[{q}]", "missing question id (a non-empty string)"
+                        if isinstance(qa, dict) else f"expected a question object, found {found(qa)}")
                     continue
                 if qid in seen:
-                    bad(qid, "duplicate question id")
+                    bad(f"question {qid!r}", "duplicate question id")
                     continue
-                question = qa.get("question")
+                question, answers = qa.get("question"), qa.get("answers", [])
+                impossible = qa.get("is_impossible", False)  # absent in SQuAD 1.1: answerable
                 if not isinstance(question, str) or not question.strip():
-                    bad(qid, "empty or missing question")
+                    problem = "empty or missing question"
+                elif not isinstance(impossible, bool):  # bool("false") is True
+                    problem = f"'is_impossible' must be true or false, not {impossible!r}"
+                elif not isinstance(answers, list):
+                    problem = f"'answers' must be a list, not {answers!r}"
+                elif impossible and answers:
+                    problem = "'is_impossible' is true but 'answers' is not empty (SQuAD 2.0 keeps an unanswerable " \
+                              "question's spans in 'plausible_answers')"
+                elif not impossible and not answers:
+                    problem = "answerable question ('is_impossible' false or absent) without answers"
+                else:
+                    problem = next(filter(None, (_answer_problem(ans, i, context, split == "train" and i == 0)
+                                                 for i, ans in enumerate(answers))), None)
+                if problem:
+                    bad(f"question {qid!r}", problem)
                     continue
-                answers = qa.get("answers", [])
-                impossible = bool(qa.get("is_impossible", False))
-                if not isinstance(answers, list) or (not impossible and not answers):
-                    bad(qid, "answerable question without an 'answers' list")
-                    continue
-                start, text = -1, ""
-                if not impossible:
-                    first = answers[0]
-                    if not isinstance(first, dict) or not isinstance(first.get("text"), str) \
-                            or not isinstance(first.get("answer_start"), int):
-                        bad(qid, "answer without 'text' and integer 'answer_start'")
-                        continue
-                    start, text = first["answer_start"], first["text"]
-                    if split == "train" and (not text.strip() or context[start:start + len(text)] != text):
-                        bad(qid, f"answer_start {start} does not point at the answer text {text!r} "
-                                 f"(the context there reads {context[max(start, 0):max(start, 0) + len(text)]!r})")
-                        continue
+                start, text = (-1, "") if impossible else (answers[0]["answer_start"], answers[0]["text"])
                 seen.add(qid)
                 ex.ids.append(qid)
                 ex.questions.append(question.strip())
@@ -216,7 +279,8 @@ def read_squad(path: str, split: str, skip_invalid: bool = False, source: Option
                 ex.answer_text.append(text)
                 ex.is_impossible.append(impossible)
     if ex.skipped:
-        logger.warning("%s: skipped %d invalid questions, kept %d", name, ex.skipped, len(ex))
+        logger.warning("%s: skipped %d invalid records (questions, paragraphs or articles), kept %d questions",
+                       name, ex.skipped, len(ex))
     if not ex.ids:
         raise DataError(f"{name}: no usable questions found.")
     return ex
@@ -229,6 +293,21 @@ def read_squad(path: str, split: str, skip_invalid: bool = False, source: Option
 _WORK: dict = {}  # what forked feature workers inherit: examples, tokenizer, spec, split, chunk dir
 
 
+def _worker_init(parent: int) -> None:
+    """Keeps feature workers quiet when a build stops: Ctrl-C goes to the parent alone (it then
+    terminates the pool), and on Linux a parent killed outright takes its workers with it, instead
+    of leaving them to print BrokenPipeError tracebacks as they hand back results."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        pass
+    if os.getppid() != parent:  # died before the prctl
+        os._exit(0)
+
+
 def _featurize_chunk(bounds: Tuple[int, int]) -> Tuple[int, int]:
     lo, hi = bounds
     w = _WORK
@@ -239,22 +318,24 @@ def _featurize_chunk(bounds: Tuple[int, int]) -> Tuple[int, int]:
 
 
 def featurize(examples: Examples, tokenizer, spec: FeatureSpec, training: bool, workers: int = 1,
-              batch_size: int = 1000) -> Dict[str, np.ndarray]:
+              batch_size: int = 1000, tmp_dir: Optional[str] = None) -> Dict[str, np.ndarray]:
     """Tokenize question + context windows. Every feature has input_ids (padded with the pad id to
     max_seq_length), lengths, example_index and optionally token_type_ids; training features carry
     start/end token labels (the CLS index 0 when unanswerable or the answer is outside the
     window), validation features the character offsets of context tokens (-1 elsewhere).
     With workers > 1, batches are tokenized in forked worker processes that hand their arrays
-    back as .npy files (no pickled data crosses the process boundary)."""
+    back as .npy files (no pickled data crosses the process boundary), in a directory under `tmp_dir`
+    (default: the system's temporary directory)."""
     n = len(examples)
     bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
     started, done = time.time(), 0
-    with tempfile.TemporaryDirectory(prefix="features-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="features-", dir=tmp_dir) as tmp:
         _WORK.update(examples=examples, tokenizer=tokenizer, spec=spec, training=training, dir=tmp)
         try:
             with contextlib.ExitStack() as stack:
                 if workers > 1 and len(bounds) > 1:
-                    pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
+                    pool = stack.enter_context(multiprocessing.get_context("fork").Pool(
+                        workers, initializer=_worker_init, initargs=(os.getpid(),)))
                     results = pool.imap_unordered(_featurize_chunk, bounds)
                 else:
                     results = map(_featurize_chunk, bounds)
@@ -347,32 +428,58 @@ def _load_entry(entry: str) -> Features:
             raise DataError(f"{examples_path}: checksum differs from the manifest")
         with open(examples_path) as f:
             examples = json.load(f)
+    except PermissionError as err:  # another user's entry: not corrupt, so the caller leaves it alone
+        raise DataError(f"{err.filename}: permission denied reading the cache entry (as uid {os.getuid()}). Make "
+                        f"the cache readable by every user that trains (chmod -R a+rX {os.path.dirname(entry)}), "
+                        "or set data.cache_dir to a cache of your own.") from err
     except (OSError, KeyError, ValueError) as err:
         raise DataError(f"cache entry {entry} is unreadable or corrupt: {err}") from err
     contexts = examples["contexts"]
     return Features(arrays, manifest, examples["ids"], [contexts[c] for c in examples["context_index"]])
 
 
+_CACHE_FIX = ("Build the cache with `data.py prepare --config CONFIG` as a user or on a machine that can write "
+              "it, or make it writable, or set data.cache_dir / data.bind_mount_path to a writable directory.")
+
+
+def _make_cache_dir(path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)  # an existing directory is fine, even read-only
+    except OSError as err:
+        raise DataError(f"{path}: cannot create the cache directory ({err.strerror}). {_CACHE_FIX}") from err
+
+
 @contextlib.contextmanager
 def _acquire(lock_path: str, timeout: float, what: str):
-    """The build lock, logging while another process holds it. filelock uses flock(): the OS
-    releases it when its holder dies, however it dies, so a crashed builder never blocks others."""
+    """The build lock, logging while another process holds it; yields True once held, or False when
+    the lock file cannot be created or opened because its directory is read-only or another user's:
+    the caller may then only read complete entries (published by an atomic rename, never changed).
+    filelock uses flock(): the OS releases it when its holder dies, however it dies, so a crashed
+    builder never blocks others."""
     lock = filelock.FileLock(lock_path)
-    started = time.time()
+    started, locked = time.time(), False
     while True:
         waited = time.time() - started
         try:
             lock.acquire(timeout=max(0.0, min(30.0, timeout - waited)))
+            locked = True
             break
         except filelock.Timeout:
             waited = time.time() - started
             if waited >= timeout:
                 raise
             logger.info("waiting for another process building %s (%.0fs of at most %.0fs)", what, waited, timeout)
+        except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            logger.warning("%s: cannot open the lock file (%s): the cache is read-only here, so only a complete "
+                           "%s is used, without the lock", lock_path, err.strerror, what)
+            break
     try:
-        yield
+        yield locked
     finally:
-        lock.release()
+        if locked:
+            lock.release()
 
 
 def load_or_build_features(source: str, tokenizer, spec: FeatureSpec, split: str, cache_dir: str,
@@ -384,25 +491,34 @@ def load_or_build_features(source: str, tokenizer, spec: FeatureSpec, split: str
     path = fetch(source, cache_dir)
     key = cache_key(sha256_file(path), tokenizer, spec, do_lower_case, split)
     root = os.path.join(cache_dir, "features")
-    os.makedirs(root, exist_ok=True)
+    _make_cache_dir(root)
     entry = os.path.join(root, key)
+    read_only = (f"the cache directory {root} is read-only or not writable by this user, so the entry cannot be "
+                 f"built here. {_CACHE_FIX}")
     try:
-        with _acquire(entry + ".lock", lock_timeout, entry):
+        with _acquire(entry + ".lock", lock_timeout, entry) as locked:
             if os.path.isdir(entry):
                 try:
                     return _load_entry(entry), "loaded"
                 except DataError as err:
+                    if isinstance(err.__cause__, PermissionError):
+                        raise
+                    if not locked:
+                        raise DataError(f"{err}; {read_only}") from err
                     aside = f"{entry}.corrupt-{int(time.time())}"
                     logger.error("%s; moving it to %s and rebuilding", err, aside)
                     os.replace(entry, aside)
+            if not locked:
+                raise DataError(f"{source}: no {split} features in the cache ({entry} is missing), and {read_only}")
             # Under the lock nobody else is building this key: temporary directories left by a
             # builder that died (kill -9, OOM, preemption) are debris.
             for stale in glob.glob(os.path.join(root, f".{key}.tmp-*")):
                 shutil.rmtree(stale, ignore_errors=True)
             logger.info("building %s features for %s (cache key %s)", split, source, key)
             examples = read_squad(path, split, skip_invalid, source=source)
-            arrays = featurize(examples, tokenizer, spec, training=(split == "train"), workers=workers)
             with atomic_dir(entry) as tmp:
+                # The chunk files go inside the entry's temporary directory: debris a later build removes.
+                arrays = featurize(examples, tokenizer, spec, training=(split == "train"), workers=workers, tmp_dir=tmp)
                 _write_entry(tmp, arrays, examples, {"key": key, "source": source, "split": split,
                                                      "spec": dataclasses.asdict(spec)})
             return _load_entry(entry), "built"
@@ -480,7 +596,7 @@ def cache_root(data_conf: dict) -> str:
     and every later trial reuses one build."""
     if data_conf.get("use_bind_mount"):
         return data_conf["bind_mount_path"]
-    return os.path.expanduser(data_conf.get("cache_dir", "~/.cache/albert-squad"))
+    return os.path.expanduser(data_conf.get("cache_dir") or "~/.cache/albert-squad")
 
 
 def load_tokenizer(name: str, do_lower_case: bool = True):
@@ -499,12 +615,34 @@ def load_tokenizer(name: str, do_lower_case: bool = True):
                         f"{', '.join(sorted(os.listdir(name))) or 'nothing'}. {fix}") from err
     where = f"{name} (it has: {', '.join(sorted(os.listdir(name))) or 'nothing'})" if os.path.isdir(name) else name
     if not tokenizer.is_fast:
-        raise DataError(f"{where}: {type(tokenizer).__name__} is not a fast tokenizer; post-processing needs "
+        raise DataError(f"{where}: no usable tokenizer: {type(tokenizer).__name__} is not a fast one; post-processing needs "
                         f"its offset mappings. {fix}")
     if len(tokenizer.get_vocab()) <= len(set(tokenizer.all_special_ids)):
         # transformers 5 builds an empty tokenizer when a directory has no tokenizer files at all.
-        raise DataError(f"{where}: the tokenizer has no vocabulary besides its special tokens. {fix}")
+        raise DataError(f"{where}: no usable tokenizer: it has no vocabulary besides its special tokens. {fix}")
     return tokenizer
+
+
+def load_pretrained_model(name: str, **kwargs):
+    """AutoModelForQuestionAnswering.from_pretrained, with a missing or incomplete model directory
+    (no config, no weights) or an unreachable hub named as a UserError. A ValueError from the model
+    itself (an attention implementation it lacks) passes through."""
+    from transformers import AutoConfig, AutoModelForQuestionAnswering
+
+    def error(err):
+        what = f" (it has: {', '.join(sorted(os.listdir(name))) or 'nothing'})" if os.path.isdir(name) else ""
+        return UserError(f"{name}{what}: cannot load the model: {str(err).splitlines()[0]}. A model directory needs "
+                         "config.json and weights (model.safetensors) as save_pretrained writes them; a hub name "
+                         "needs network access or the model in the Hugging Face cache")
+
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise error(err) from err
+    try:
+        return AutoModelForQuestionAnswering.from_pretrained(name, config=config, **kwargs)
+    except OSError as err:
+        raise error(err) from err
 
 
 def feature_spec(hp: dict, model_type: Optional[str], type_vocab_size: int = 0) -> FeatureSpec:
@@ -529,17 +667,19 @@ def prepare(hp: dict, data_conf: dict, workers: Optional[int] = None) -> Tuple[d
     """Tokenizer + both splits' features for an experiment's settings: ({split: Features}, report)."""
     from transformers import AutoConfig
 
-    hp = {**constants.DEFAULT_HPARAMS, **hp}
+    hp, data_conf = settings.hyperparameters(hp), settings.data(data_conf)
     name = hp["pretrained_model_name"]
-    config = AutoConfig.from_pretrained(name)
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{name}: cannot read the model's config.json: {str(err).splitlines()[0]}") from err
     tokenizer = load_tokenizer(name, hp["do_lower_case"])
     spec = feature_spec(hp, config.model_type, getattr(config, "type_vocab_size", 0))
     features, report = {}, {}
     for split, source in (("train", data_conf["train_file"]), ("validation", data_conf["validation_file"])):
         f, status = load_or_build_features(
             source, tokenizer, spec, split, cache_root(data_conf), hp["do_lower_case"],
-            skip_invalid=data_conf.get("skip_invalid_examples", False),
-            lock_timeout=data_conf.get("cache_lock_timeout", 3600),
+            skip_invalid=data_conf["skip_invalid_examples"], lock_timeout=data_conf["cache_lock_timeout"],
             workers=workers or data_conf.get("feature_workers") or os.cpu_count() or 1)
         features[split] = f
         report[split] = {"key": f.manifest["key"], "status": status, "examples": f.manifest["num_examples"],
@@ -620,9 +760,7 @@ def audit(path: str, tokenizer, spec: FeatureSpec) -> dict:
 
 
 def main(argv=None) -> None:
-    import yaml
-
-    parser = argparse.ArgumentParser(description="SQuAD data commands.")
+    parser = settings.ArgumentParser(description="SQuAD data commands.")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("prepare", help="download and build the feature caches of a config, without training")
     p.add_argument("--config", required=True)
@@ -638,29 +776,28 @@ def main(argv=None) -> None:
     a.add_argument("--no-lower-case", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    try:
-        if args.command == "prepare":
-            with open(args.config) as f:
-                config = yaml.safe_load(f)
-            from model_def import local_hparams  # the same hyperparameter rules as a local run
+    if args.command == "prepare":
+        if args.workers is not None and args.workers < 1:
+            parser.error(f"--workers {args.workers}: give 1 or more")
+        resolved = settings.resolve(settings.load_config(args.config), args.config)
+        hparams = resolved["hyperparameters"]
+        _, info = prepare(hparams, resolved["data"], args.workers)
+        if args.save_model:
+            info["report"]["model_dir"] = save_model(hparams["pretrained_model_name"], args.save_model)
+        print(json.dumps(info["report"]))
+    else:
+        from transformers import AutoConfig
 
-            hparams = local_hparams(config, args.config)
-            _, info = prepare(hparams, config.get("data", {}), args.workers)
-            if args.save_model:
-                info["report"]["model_dir"] = save_model(hparams.get("pretrained_model_name", constants.DEFAULT_MODEL),
-                                                         args.save_model)
-            print(json.dumps(info["report"]))
-        else:
-            from transformers import AutoConfig
-
+        hp = settings.hyperparameters({"pretrained_model_name": args.model, "max_seq_length": args.max_seq_length,
+                                       "doc_stride": args.doc_stride, "max_query_length": args.max_query_length,
+                                       "global_batch_size": 1})
+        try:
             model_type = AutoConfig.from_pretrained(args.model).model_type
-            tokenizer = load_tokenizer(args.model, not args.no_lower_case)
-            spec = feature_spec({"max_seq_length": args.max_seq_length, "doc_stride": args.doc_stride,
-                                 "max_query_length": args.max_query_length}, model_type)
-            print(json.dumps(audit(args.squad_file, tokenizer, spec)))
-    except DataError as err:
-        sys.exit(f"error: {err}")
+        except (OSError, ValueError) as err:
+            raise DataError(f"{args.model}: cannot read the model's config.json: {str(err).splitlines()[0]}") from err
+        tokenizer = load_tokenizer(args.model, not args.no_lower_case)
+        print(json.dumps(audit(args.squad_file, tokenizer, feature_spec(hp, model_type))))
 
 
 if __name__ == "__main__":
-    main()
+    settings.run_command(main)

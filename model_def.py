@@ -22,17 +22,16 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
-import yaml
 from torch.distributed.optim import ZeroRedundancyOptimizer
 from transformers import AutoConfig, AutoModelForQuestionAnswering
 
 import determined as det
 from determined import core, pytorch
 
-import constants
 import data
 import postprocess
 import qa_pipeline
+import settings
 import squad_eval
 
 logger = logging.getLogger("model_def")
@@ -75,7 +74,7 @@ def build_optimizer(model: torch.nn.Module, hp: Dict[str, Any]) -> torch.optim.O
         # decoupled_weight_decay: weight decay as in AdamW rather than added to the gradient.
         cls, kwargs = torch.optim.RAdam, {"decoupled_weight_decay": True}
     else:
-        raise ValueError(f"hyperparameters.optimizer: {hp['optimizer']!r} is not one of 'adamw', 'radam'")
+        raise AssertionError(hp["optimizer"])  # settings.py allows only these
     kwargs.update(lr=hp["learning_rate"], eps=hp["adam_epsilon"])
     if hp.get("zero_optimizer") and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
         # Each rank keeps the optimizer state of its shard of the parameters only.
@@ -98,13 +97,13 @@ def qa_loss(start_logits, end_logits, start_positions, end_positions, attention_
 
 def load_model(hp: Dict[str, Any]) -> torch.nn.Module:
     """The QA model through the Auto classes, with PyTorch's fused scaled_dot_product_attention
-    where the architecture supports it (ALBERT does in transformers 5)."""
+    where the architecture supports it (ALBERT does)."""
     name = hp["pretrained_model_name"]
     try:
-        model = AutoModelForQuestionAnswering.from_pretrained(name, attn_implementation="sdpa")
+        model = data.load_pretrained_model(name, attn_implementation="sdpa")
     except (ValueError, ImportError) as err:
         logger.warning("%s: no scaled_dot_product_attention support (%s); using eager attention", name, err)
-        model = AutoModelForQuestionAnswering.from_pretrained(name, attn_implementation="eager")
+        model = data.load_pretrained_model(name, attn_implementation="eager")
     logger.info("attention implementation: %s", model.config._attn_implementation)
     if hp.get("gradient_checkpointing"):
         model.gradient_checkpointing_enable()
@@ -115,8 +114,6 @@ def precision(amp: str, context: pytorch.PyTorchTrialContext):
     """A context manager factory for the forward passes: bf16 autocast on GPUs that support it,
     fp16 through Determined's automatic mixed precision (autocast plus a gradient scaler it steps
     and unscales before clipping), fp32 on a CPU or with amp: none."""
-    if amp not in ("bf16", "fp16", "none"):
-        raise ValueError(f"hyperparameters.amp: {amp!r} is not one of bf16, fp16, none")
     if amp == "none" or not torch.cuda.is_available():
         if amp != "none":
             logger.info("amp: %s requested but no GPU: training in fp32", amp)
@@ -221,7 +218,7 @@ def checkpoint_model_source(checkpoint_dir: str, hp: Dict[str, Any]) -> str:
 class SquadTrial(pytorch.PyTorchTrial):
     def __init__(self, context: pytorch.PyTorchTrialContext) -> None:
         self.context = context
-        self.hp = hp = {**constants.DEFAULT_HPARAMS, **context.get_hparams()}
+        self.hp = hp = settings.hyperparameters(context.get_hparams(), slots=context.distributed.size)
         if isinstance(context, pytorch.CheckpointLoadContext):
             # determined.pytorch.load_trial_from_checkpoint_path: the model only, for inference,
             # offline. It imports this file from the checkpoint's code/ (determined/util.py,
@@ -236,7 +233,7 @@ class SquadTrial(pytorch.PyTorchTrial):
                 lambda state, *_: torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "module."))
             self.model = context.wrap_model(model.eval())
             return
-        data_conf = context.get_data_config()
+        data_conf = settings.data(context.get_data_config())
         features, info = data.prepare(hp, data_conf)
         self.tokenizer = info["tokenizer"]
         self.train_features, self.eval_features = features["train"], features["validation"]
@@ -374,19 +371,6 @@ def predictions_root(context: pytorch.PyTorchTrialContext) -> str:
 # entrypoint
 # ---------------------------------------------------------------------------------------------
 
-def local_hparams(config: Dict[str, Any], path: str) -> Dict[str, Any]:
-    """Constant hyperparameters from an experiment config (plain values or `type: const`)."""
-    hparams = {}
-    for name, value in config.get("hyperparameters", {}).items():
-        if isinstance(value, dict):
-            if value.get("type") != "const":
-                raise ValueError(f"{path}: hyperparameters.{name} is a '{value.get('type')}' search range; local "
-                                 "runs need constant values (use a const config, or submit this one to a cluster)")
-            value = value["val"]
-        hparams[name] = value
-    return hparams
-
-
 def period(batches: Any) -> Optional[pytorch.TrainUnit]:
     """A period in batches from the config; 0 or missing means never (only at the end)."""
     return pytorch.Batch(int(batches)) if batches else None
@@ -415,24 +399,33 @@ def _resume_at(steps_completed: int):
 
 
 def main(argv=None) -> Dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = settings.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="experiment config (local runs); on a cluster it comes from the master")
     parser.add_argument("--output-dir", default="outputs", help="local runs: checkpoints and TensorBoard events")
     parser.add_argument("--resume", help="local runs: a checkpoint directory under <output-dir>/determined")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the config and print the resolved settings as JSON, without training")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
 
     info = det.get_cluster_info()
     on_cluster = info is not None and info.task_type == "TRIAL"
     distributed, exp_conf, steps_completed = None, None, 0
+    # The settings first, on every rank: a config mistake ends here, before any download,
+    # featurization or model load.
     if on_cluster:
+        resolved = settings.resolve(info.trial._config, "experiment config", hparams=info.trial.hparams)
         hparams, latest_checkpoint = info.trial.hparams, info.latest_checkpoint
     else:
         if not args.config:
             parser.error("--config is required outside a Determined cluster")
-        with open(args.config) as f:
-            exp_conf = yaml.safe_load(f)
-        hparams, latest_checkpoint = local_hparams(exp_conf, args.config), None
+        exp_conf = settings.load_config(args.config)
+        resolved = settings.resolve(exp_conf, args.config, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+        hparams, latest_checkpoint = resolved["hyperparameters"], None
+    if args.check:
+        print(json.dumps(resolved, indent=1))
+        return resolved
+    if not on_cluster:
         output_dir = os.path.abspath(args.output_dir)
         # Local checkpoints go to $XDG_DATA_HOME/determined (Determined's local storage rule).
         os.environ["XDG_DATA_HOME"] = output_dir
@@ -440,15 +433,19 @@ def main(argv=None) -> Dict[str, Any]:
             checkpoint = os.path.abspath(args.resume)
             if os.path.dirname(checkpoint) != os.path.join(output_dir, "determined"):
                 parser.error(f"--resume {args.resume}: expected a checkpoint under {output_dir}/determined")
-            with open(os.path.join(checkpoint, "metadata.json")) as f:
-                steps_completed = int(json.load(f)["steps_completed"])
+            try:
+                with open(os.path.join(checkpoint, "metadata.json")) as f:
+                    steps_completed = int(json.load(f)["steps_completed"])
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise settings.ConfigError(f"--resume {args.resume}: not a readable checkpoint of this trial "
+                                           f"({type(err).__name__}: {err}); pass a directory under {output_dir}/determined")
             latest_checkpoint = os.path.basename(checkpoint)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # Under torchrun: the gloo backend on CPU, as Determined's launcher would set up on a cluster.
             os.environ["USE_TORCH_DISTRIBUTED"] = "1"
             torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
             distributed = core.DistributedContext.from_torch_distributed()
-    hp = {**constants.DEFAULT_HPARAMS, **hparams}
+    hp = resolved["hyperparameters"]
     if not on_cluster:  # on a cluster Determined seeds every process with the trial's seed
         random.seed(int(hp["seed"]))
         np.random.seed(int(hp["seed"]))
@@ -478,4 +475,4 @@ if __name__ == "__main__":
     # determined.pytorch.load_trial_from_checkpoint_path imports it from the checkpoint's code/.
     import model_def
 
-    model_def.main()
+    settings.run_command(model_def.main)

@@ -47,8 +47,9 @@ def postprocess(example_ids: Sequence[str], contexts: Sequence[str], example_ind
     ok = (e >= s) & (e - s + 1 <= max_answer_length) & np.isfinite(score)
     feat, s, e, score = np.broadcast_to(rows, s.shape)[ok], s[ok], e[ok], score[ok]
     example = example_index[feat]
-    # Best first within each question; keep at most n_best_size per question.
-    order = np.lexsort((-score, example))
+    # Best first within each question; keep at most n_best_size per question. Equal scores go by
+    # feature, start, end: argpartition's order of ties differs between NumPy versions.
+    order = np.lexsort((e, s, feat, -score, example))
     feat, s, e, score, example = feat[order], s[order], e[order], score[order], example[order]
     first = np.searchsorted(example, np.arange(len(example_ids)), side="left")
     last = np.searchsorted(example, np.arange(len(example_ids)), side="right")

@@ -11,16 +11,16 @@ and the metrics are printed on the last line.
 """
 import argparse
 import json
+import math
 import os
-import sys
 from typing import Any, Dict
 
 import numpy as np
 import torch
 
-import constants
 import data
 import postprocess
+import settings
 import squad_eval
 
 
@@ -30,17 +30,19 @@ def load(model_dir: str):
         import export
 
         return export.load_checkpoint(model_dir)
-    from transformers import AutoModelForQuestionAnswering
-
-    model = AutoModelForQuestionAnswering.from_pretrained(model_dir).eval()
-    settings = {**constants.DEFAULT_HPARAMS, **getattr(model.config, "squad_settings", {})}
-    return model, data.load_tokenizer(model_dir, settings["do_lower_case"]), settings
+    model = data.load_pretrained_model(model_dir).eval()
+    carried = getattr(model.config, "squad_settings", None) or {}
+    try:  # a directory without squad_settings (any Hugging Face QA model) gets the defaults
+        hp = settings.hyperparameters({k: v for k, v in carried.items() if k in settings.HPARAMS})
+    except settings.ConfigError as err:
+        raise settings.UserError(f"{model_dir}/config.json: squad_settings: {err}") from err
+    return model, data.load_tokenizer(model_dir, hp["do_lower_case"]), hp
 
 
 @torch.no_grad()
-def predict(model, tokenizer, settings: Dict[str, Any], examples: data.Examples, batch_size: int = 32):
+def predict(model, tokenizer, hp: Dict[str, Any], examples: data.Examples, batch_size: int = 32):
     """(predictions, nbest, null_odds) for `examples`, exactly as the trial's evaluation computes them."""
-    spec = data.feature_spec(settings, model.config.model_type, getattr(model.config, "type_vocab_size", 0))
+    spec = data.feature_spec(hp, model.config.model_type, getattr(model.config, "type_vocab_size", 0))
     arrays = data.featurize(examples, tokenizer, spec, training=False)
     collate = data.Collator(arrays)
     device = next(model.parameters()).device
@@ -55,12 +57,12 @@ def predict(model, tokenizer, settings: Dict[str, Any], examples: data.Examples,
         end[rows, :width] = out.end_logits.float().cpu().numpy()
     contexts = [examples.contexts[c] for c in examples.context_index]
     return postprocess.postprocess(examples.ids, contexts, arrays["example_index"], arrays["offsets"], start, end,
-                                   n_best_size=settings["n_best_size"], max_answer_length=settings["max_answer_length"],
-                                   null_score_diff_threshold=settings["null_score_diff_threshold"])
+                                   n_best_size=hp["n_best_size"], max_answer_length=hp["max_answer_length"],
+                                   null_score_diff_threshold=hp["null_score_diff_threshold"])
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = settings.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir")
     parser.add_argument("--question")
     parser.add_argument("--context")
@@ -69,36 +71,48 @@ def main(argv=None) -> None:
     parser.add_argument("--nbest", type=int, default=0, help="also print the N best answers")
     parser.add_argument("--threshold", type=float, help="null_score_diff_threshold (default: the model's)")
     args = parser.parse_args(argv)
-    if bool(args.file) == bool(args.question or args.context) or (args.question is None) != (args.context is None):
+    # Every usage mistake before the model is loaded or a question answered.
+    if bool(args.file) == (args.question is not None or args.context is not None) \
+            or (args.question is None) != (args.context is None):
         parser.error("give either --question and --context, or --file")
-    model, tokenizer, settings = load(args.model_dir)
+    for flag, text in (("--question", args.question), ("--context", args.context)):
+        if text is not None and not text.strip():
+            parser.error(f"{flag} is empty")
+    if args.nbest < 0:
+        parser.error(f"--nbest {args.nbest}: give 0 or more")
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        parser.error(f"--threshold {args.threshold}: give a finite number")
+    if args.out and not args.file:
+        parser.error("--out goes with --file")
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        parser.error(f"--out {args.out}: exists and is not a directory")
+    if not os.path.isdir(args.model_dir):
+        parser.error(f"{args.model_dir}: no such model directory (an export.py output or a checkpoint directory)")
+    examples = data.read_squad(args.file, "validation") if args.file else None
+    model, tokenizer, hp = load(args.model_dir)
     if args.threshold is not None:
-        settings["null_score_diff_threshold"] = args.threshold
+        hp["null_score_diff_threshold"] = args.threshold
     if torch.cuda.is_available():
         model.cuda()
     if args.file:
-        try:
-            examples = data.read_squad(args.file, "validation")
-        except data.DataError as err:
-            sys.exit(f"error: {err}")
-        predictions, nbest, null_odds = predict(model, tokenizer, settings, examples)
-        with open(args.file) as f:
+        predictions, nbest, null_odds = predict(model, tokenizer, hp, examples)
+        with open(args.file, encoding="utf-8") as f:
             articles = json.load(f)["data"]
-        metrics = squad_eval.evaluate(articles, predictions, null_odds, settings["null_score_diff_threshold"])
+        metrics = squad_eval.evaluate(articles, predictions, null_odds, hp["null_score_diff_threshold"])
         if args.out:
             postprocess.write_predictions(args.out, predictions, nbest, null_odds, metrics)
         print(json.dumps(metrics))
         return
     examples = data.Examples(["question"], [args.question], [args.context], [0], [-1], [""], [False])
-    predictions, nbest, null_odds = predict(model, tokenizer, settings, examples)
+    predictions, nbest, null_odds = predict(model, tokenizer, hp, examples)
     best = next((x for x in nbest["question"] if x["text"]), None)
     result = {"answer": predictions["question"], "no_answer": predictions["question"] == "",
               "score": best["score"] if best else None, "probability": best["probability"] if best else None,
-              "null_score_diff": null_odds["question"], "threshold": settings["null_score_diff_threshold"]}
+              "null_score_diff": null_odds["question"], "threshold": hp["null_score_diff_threshold"]}
     if args.nbest:
         result["nbest"] = nbest["question"][:args.nbest]
     print(json.dumps(result))
 
 
 if __name__ == "__main__":
-    main()
+    settings.run_command(main)

@@ -32,6 +32,8 @@ import botocore.exceptions as bce
 import s3transfer.exceptions
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 
+import settings
+
 logger = logging.getLogger("s3")
 
 MiB = 1 << 20
@@ -39,7 +41,7 @@ MULTIPART_THRESHOLD = 64 * MiB  # files at least this big go up (and come down) 
 PART_SIZE = 16 * MiB            # S3 needs at least 5 MiB per part (except the last)
 
 
-class S3Error(ValueError):
+class S3Error(settings.UserError, ValueError):
     """An S3 transfer failed: the message names the bucket/key and what to do."""
 
 
@@ -318,7 +320,7 @@ def download_dir(uri_prefix: str, local_dir: str, endpoint_url: Optional[str] = 
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Verified directory transfers to and from S3 "
+    parser = settings.ArgumentParser(description="Verified directory transfers to and from S3 "
                                                  "(JSON report on the last line).")
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("upload", help="upload a directory under an s3:// prefix")
@@ -336,12 +338,12 @@ def main(argv=None) -> None:
             manifest = upload_dir(args.local_dir, args.uri, args.endpoint_url)
         else:
             manifest = download_dir(args.uri, args.local_dir, args.endpoint_url)
-    except (S3Error, OSError) as err:
-        sys.exit(f"error: {err}")
+    except OSError as err:  # a local file system error without a file name (a full disk, ...)
+        raise settings.UserError(f"{args.local_dir}: {err}") from err
     print(json.dumps({"command": args.command, "uri": args.uri, "local_dir": args.local_dir,
                       "files": len(manifest), "bytes": sum(m["bytes"] for m in manifest.values()),
                       "manifest": manifest}))
 
 
 if __name__ == "__main__":
-    main()
+    settings.run_command(main)

@@ -27,8 +27,9 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import data  # noqa: E402
 import qa_features  # noqa: E402
+import settings  # noqa: E402
 
-SPEC = data.FeatureSpec(384, 128, 64)
+SPEC = data.feature_spec(settings.hyperparameters({}), "albert")  # the cluster configs' 384 / 128 / 64
 
 
 def baseline_labels(examples, tokenizer, spec):

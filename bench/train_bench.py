@@ -30,6 +30,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
+import settings  # noqa: E402
+
 XXLARGE = dict(vocab_size=30000, embedding_size=128, hidden_size=4096, num_hidden_layers=12,
                num_attention_heads=64, intermediate_size=16384)
 GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}
@@ -220,11 +222,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["train_step", "bucketing", "postprocess"])
     parser.add_argument("--shape", help="albert-xxlarge-v2 (GPU default) or albert-xxlarge-v2/K (CPU default K=8)")
-    parser.add_argument("--amp", choices=["bf16", "fp16", "none"], default=None)
+    parser.add_argument("--amp", choices=settings.HPARAMS["amp"].kind, default=None)
     parser.add_argument("--batch", type=int)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--questions", type=int, default=12000)
     args = parser.parse_args()
+    for flag in ("batch", "steps", "questions"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag} {getattr(args, flag)}: give 1 or more")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     args.shape = args.shape or ("albert-xxlarge-v2" if device.type == "cuda" else "albert-xxlarge-v2/8")
     args.amp = args.amp or ("bf16" if device.type == "cuda" else "none")

@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-import model_def
+import settings
 import task_image
 from conftest import ROOT
 
@@ -23,6 +23,22 @@ def load(name):
         return yaml.safe_load(f)
 
 
+def trial_hyperparameters(raw):
+    """Plain hyperparameter sets a trial of this config may start with: each search range at both
+    ends, each categorical choice."""
+    def ends(v):
+        if not isinstance(v, dict):
+            return [v]
+        if v["type"] == "const":
+            return [v["val"]]
+        if v["type"] == "categorical":
+            return v["vals"]
+        if v["type"] == "log":
+            return [v["base"] ** v["minval"], v["base"] ** v["maxval"]]
+        return [v["minval"], v["maxval"]]
+    return [{**{k: ends(v)[0] for k, v in raw.items()}, k: choice} for k in raw for choice in ends(raw[k])]
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_config_valid_for_determined_038(path):
     with open(path) as f:
@@ -31,11 +47,9 @@ def test_config_valid_for_determined_038(path):
     assert not DEPRECATED & set(config), DEPRECATED & set(config)
     assert "max_length" not in config["searcher"]
     assert config["searcher"]["metric"] == "f1" and config["searcher"]["smaller_is_better"] is False
-    if config["searcher"]["name"] == "single":
-        hp = model_def.local_hparams(config, path)
-    else:
-        hp = config["hyperparameters"]
-    assert hp["global_batch_size"] % config["resources"]["slots_per_trial"] == 0
+    # The values a trial can get pass the settings' rules: range ends and every categorical choice.
+    for hp in trial_hyperparameters(config["hyperparameters"]):
+        settings.hyperparameters(hp, slots=config["resources"]["slots_per_trial"])
     for key in ("train_file", "validation_file", "use_bind_mount"):
         assert key in config["data"]
 
@@ -61,10 +75,11 @@ def test_cluster_configs_match_original_example(name, slots, gbs, agg, optimizer
 
 
 def test_search_ranges_rejected_locally():
-    config = {"hyperparameters": {"learning_rate": {"type": "log", "base": 10, "minval": -5, "maxval": -3}}}
-    with pytest.raises(ValueError, match="learning_rate is a 'log' search range"):
-        model_def.local_hparams(config, "x.yaml")
-    assert model_def.local_hparams({"hyperparameters": {"a": {"type": "const", "val": 3}, "b": 4}}, "x") == {"a": 3, "b": 4}
+    hp = {"learning_rate": {"type": "log", "base": 10, "minval": -5, "maxval": -3}}
+    with pytest.raises(settings.ConfigError, match="learning_rate: a 'log' search range"):
+        settings.hyperparameters(hp)
+    typed = settings.hyperparameters({"epochs": {"type": "const", "val": 3}, "seed": 4})
+    assert (typed["epochs"], typed["seed"]) == (3, 4)
 
 
 def test_context_directory_small_and_complete():
@@ -86,8 +101,8 @@ def test_search_config_is_adaptive_asha_matching_the_training_length():
     assert hp["learning_rate"]["type"] == "log" and hp["warmup_fraction"]["type"] == "double"
     assert hp["aggregation_frequency"]["type"] == "categorical"
     assert {k for k, v in hp.items() if isinstance(v, dict)} == {"learning_rate", "warmup_fraction", "aggregation_frequency"}
-    with pytest.raises(ValueError, match="search range"):
-        model_def.local_hparams(config, "search_asha.yaml")
+    with pytest.raises(settings.ConfigError, match="search range"):
+        settings.resolve(config, "search_asha.yaml")
 
 
 def test_startup_hook_installs_the_set_that_fits_and_refuses_an_image_with_no_set(tmp_path):

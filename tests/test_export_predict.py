@@ -143,3 +143,110 @@ def test_evaluation_only_run_reproduces_trial_metrics(trained, squad_files):
 
 def test_determined_loader_rebuilds_the_trial_offline(trained, tmp_path):
     assert_loader_matches_export(trained[1], tmp_path / "loader")
+
+
+def fail(*args, cwd=ROOT):
+    """A command that must fail cleanly: (exit code, its one stderr line)."""
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert lines and lines[-1].startswith("error: ") and not proc.stdout.strip(), proc.stderr[-3000:]
+    return proc.returncode, lines[-1]
+
+
+@pytest.fixture(scope="module")
+def broken(trained, tmp_path_factory):
+    """Damaged copies of a checkpoint and an export, and a file and a directory that must survive."""
+    _, checkpoint, tmp = trained
+    root = tmp_path_factory.mktemp("broken")
+    exported = root / "exported"
+    cli(os.path.join(ROOT, "export.py"), checkpoint, str(exported))
+    made = {"checkpoint": checkpoint, "exported": str(exported)}
+    for name, remove, garble in (("no_weights", "model.safetensors", None), ("bad_config", None, "config.json"),
+                                 ("no_tokenizer", "tokenizer.json", None)):
+        copy = shutil.copytree(exported, root / name)
+        if remove:
+            os.remove(copy / remove)
+            if name == "no_tokenizer":
+                os.remove(copy / "tokenizer_config.json")
+        if garble:
+            (copy / garble).write_text("{not json")
+        made[name] = str(copy)
+    for name, remove, garble in (("ck_no_state", "state_dict.pth", None), ("ck_bad_state", None, "state_dict.pth"),
+                                 ("ck_no_load_data", "load_data.json", None)):
+        copy = shutil.copytree(checkpoint, root / name)
+        if remove:
+            os.remove(copy / remove)
+        if garble:
+            (copy / garble).write_bytes(b"\x00garbage")
+        made[name] = str(copy)
+    (root / "keep.txt").write_text("precious")
+    (root / "keep_dir").mkdir()
+    (root / "keep_dir" / "notes.txt").write_text("precious")
+    (root / "not_squad.json").write_text("[1, 2]")
+    made.update(keep_file=str(root / "keep.txt"), keep_dir=str(root / "keep_dir"), not_squad=str(root / "not_squad.json"),
+                root=str(root))
+    return made
+
+
+Q = ["--question", QUESTION[0], "--context", QUESTION[1]]
+PREDICT_CASES = [
+    ("missing model dir", ["/nonexistent/model", *Q], 2, "no such model directory"),
+    ("model without weights", ["{no_weights}", *Q], 1, "cannot load the model"),
+    ("model config not json", ["{bad_config}", *Q], 1, "config.json"),
+    ("model without tokenizer", ["{no_tokenizer}", *Q], 1, "no usable tokenizer"),
+    ("checkpoint without state", ["{ck_no_state}", *Q], 1, "cannot load the model"),
+    ("checkpoint state garbage", ["{ck_bad_state}", *Q], 1, "not a readable checkpoint"),
+    ("checkpoint without load_data", ["{ck_no_load_data}", *Q], 1, "not a readable checkpoint"),
+    ("empty question", ["{exported}", "--question", "", "--context", QUESTION[1]], 2, "--question is empty"),
+    ("blank context", ["{exported}", "--question", QUESTION[0], "--context", "   "], 2, "--context is empty"),
+    ("question only", ["{exported}", "--question", QUESTION[0]], 2, "either --question and --context"),
+    ("question and file", ["{exported}", *Q, "--file", "{not_squad}"], 2, "either --question and --context"),
+    ("nothing to answer", ["{exported}"], 2, "either --question and --context"),
+    ("negative nbest", ["{exported}", *Q, "--nbest", "-1"], 2, "--nbest -1"),
+    ("nbest word", ["{exported}", *Q, "--nbest", "three"], 2, "invalid int value"),
+    ("threshold nan", ["{exported}", *Q, "--threshold", "nan"], 2, "--threshold nan"),
+    ("out is a file", ["{exported}", "--file", "{not_squad}", "--out", "{keep_file}"], 2, "exists and is not a directory"),
+    ("out without file", ["{exported}", *Q, "--out", "{root}/new_out"], 2, "--out goes with --file"),
+    ("file missing", ["{exported}", "--file", "/nonexistent/dev.json"], 1, "/nonexistent/dev.json"),
+    ("file not squad", ["{exported}", "--file", "{not_squad}"], 1, "not_squad.json"),
+    ("unknown flag", ["{exported}", *Q, "--top-k", "3"], 2, "unrecognized arguments"),
+]
+
+
+@pytest.mark.parametrize("args, code, expected", [c[1:] for c in PREDICT_CASES], ids=[c[0] for c in PREDICT_CASES])
+def test_predict_bad_input(broken, args, code, expected):
+    before = snapshot(broken["root"])
+    got, line = fail(os.path.join(ROOT, "predict.py"), *[a.format(**broken) for a in args])
+    assert got == code and expected in line, line
+    assert snapshot(broken["root"]) == before  # nothing written, nothing lost
+
+
+EXPORT_CASES = [
+    ("missing checkpoint", ["/nonexistent/ckpt", "{root}/out1"], 2, "no such checkpoint directory"),
+    ("export dir given", ["{exported}", "{root}/out2"], 1, "no state_dict.pth"),
+    ("state garbage", ["{ck_bad_state}", "{root}/out3"], 1, "not a readable checkpoint"),
+    ("no load_data", ["{ck_no_load_data}", "{root}/out4"], 1, "not a readable checkpoint"),
+    ("out is a file", ["{checkpoint}", "{keep_file}"], 2, "exists and is not a directory"),
+    ("out holds other files", ["{checkpoint}", "{keep_dir}"], 2, "is not an earlier export"),
+    ("no out", ["{checkpoint}"], 2, "the following arguments are required: out_dir"),
+]
+
+
+@pytest.mark.parametrize("args, code, expected", [c[1:] for c in EXPORT_CASES], ids=[c[0] for c in EXPORT_CASES])
+def test_export_bad_input(broken, args, code, expected):
+    before = snapshot(broken["root"])
+    got, line = fail(os.path.join(ROOT, "export.py"), *[a.format(**broken) for a in args])
+    assert got == code and expected in line, line
+    assert snapshot(broken["root"]) == before
+
+
+def test_export_replaces_an_earlier_export(broken):
+    again = cli(os.path.join(ROOT, "export.py"), broken["checkpoint"], broken["exported"])
+    assert again["exported"] == broken["exported"] and os.path.isfile(os.path.join(broken["exported"], "model.safetensors"))
+
+
+def snapshot(root):
+    """Every path under root with its size and modification time."""
+    return sorted((os.path.relpath(os.path.join(d, f), root), os.path.getsize(os.path.join(d, f)),
+                   os.path.getmtime(os.path.join(d, f))) for d, _, files in os.walk(root) for f in files)

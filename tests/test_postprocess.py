@@ -50,8 +50,10 @@ def test_best_span_text_cut_from_context():
 
 
 def test_end_before_start_and_too_long_spans_are_rejected():
-    s, e = logits({9: 5.0, 4: 1.0}, {8: 5.0, 12: 1.0})  # best pair (9, 8) is invalid
+    s, e = logits({9: 5.0, 4: 1.0}, {8: 5.0, 12: 1.5})  # best pair (9, 8) is invalid
     assert run([(0, s, e)])[0]["q0"] == "Mira in 1628."  # (9, 12) beats (4, 8)
+    s, e = logits({9: 5.0, 4: 1.0}, {8: 5.0, 12: 1.0})  # a tie goes to the earlier span, on any NumPy
+    assert run([(0, s, e)])[0]["q0"] == "Draur was founded by Kalo"
     s, e = logits({8: 3.0, 4: 2.0}, {12: 3.0, 9: 2.0})
     assert run([(0, s, e)])[0]["q0"] == "Kalo Mira in 1628."
     assert run([(0, s, e)], max_answer_length=3)[0]["q0"] == "Kalo Mira"

@@ -38,6 +38,9 @@ import sys
 import urllib.parse
 import zlib
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import settings  # noqa: E402
+
 logger = logging.getLogger("nq_to_squad")
 
 COUNTS = ("read", "kept_answerable", "kept_unanswerable", "yes_no_to_unanswerable", "skipped_yes_no",
@@ -47,7 +50,7 @@ HTML_TOKEN = re.compile(r"</?[A-Za-z][^<>\s]*>")
 PROGRESS_EVERY = 10000
 
 
-class ConversionError(ValueError):
+class ConversionError(settings.UserError, ValueError):
     """Unreadable input, or a malformed record under --strict: names the file, the line and what to do."""
 
 
@@ -336,7 +339,7 @@ def convert_files(sources, out_path, skip_yes_no=False, max_examples=None, stric
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = settings.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="NQ .jsonl.gz or .jsonl: a path or s3://bucket/key")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.json", help="the SQuAD 2.0 file to write")
     parser.add_argument("--skip-yes-no", action="store_true",
@@ -347,12 +350,9 @@ def main(argv=None):
     if args.max_examples is not None and args.max_examples < 0:
         parser.error("--max-examples must be 0 or more")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    try:
-        counts = convert_files(args.inputs, args.output, args.skip_yes_no, args.max_examples, args.strict)
-    except ConversionError as err:
-        sys.exit(f"error: {err}")
+    counts = convert_files(args.inputs, args.output, args.skip_yes_no, args.max_examples, args.strict)
     print(json.dumps(counts))
 
 
 if __name__ == "__main__":
-    main()
+    settings.run_command(main)
