@@ -721,18 +721,25 @@ def save_model(name: str, out_dir: str) -> str:
 def audit(path: str, tokenizer, spec: FeatureSpec) -> dict:
     """Label coverage of a SQuAD file: for each answerable question, whether the context text under
     one of its labeled token spans (cut via offsets) equals the gold answer after SQuAD answer
-    normalization (`recovered`) or exactly (`recovered_exact`); the rest with the reason."""
+    normalization (`recovered`) or exactly (`recovered_exact`); the rest with the reason. Also the
+    labels that cannot be right whatever the answer: end before start, or a span of no text."""
     import squad_eval
 
     examples = read_squad(path, "validation")  # validation: bad answer_starts are reported, not fatal
     train = featurize(examples, tokenizer, spec, training=True)
     offsets = featurize(examples, tokenizer, spec, training=False)["offsets"]
     spans: Dict[int, List[str]] = {}
+    start_after_end, empty_span = [], []
     for f, e in enumerate(train["example_index"]):
         s, t = int(train["start_positions"][f]), int(train["end_positions"][f])
         if s > 0:
             context = examples.contexts[examples.context_index[e]]
-            spans.setdefault(int(e), []).append(context[offsets[f, s, 0]:offsets[f, t, 1]])
+            cut = context[offsets[f, s, 0]:offsets[f, t, 1]]
+            spans.setdefault(int(e), []).append(cut)
+            if s > t:
+                start_after_end.append(examples.ids[e])
+            elif not cut.strip():
+                empty_span.append(examples.ids[e])
     answerable = [e for e in range(len(examples)) if not examples.is_impossible[e]]
     recovered = recovered_exact = 0
     unrecovered = []
@@ -756,7 +763,8 @@ def audit(path: str, tokenizer, spec: FeatureSpec) -> dict:
             reason = "tokenization boundary"
         unrecovered.append({"id": examples.ids[e], "answer": text, "labeled": got[:1], "reason": reason})
     return {"examples": len(examples), "features": int(len(train["input_ids"])), "answerable": len(answerable),
-            "recovered": recovered, "recovered_exact": recovered_exact, "unrecovered": unrecovered}
+            "recovered": recovered, "recovered_exact": recovered_exact, "unrecovered": unrecovered,
+            "labels_start_after_end": start_after_end, "labels_empty_span": empty_span}
 
 
 def main(argv=None) -> None:

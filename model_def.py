@@ -17,6 +17,7 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 import time
 from typing import Any, Dict, Optional
 
@@ -216,8 +217,9 @@ def checkpoint_model_source(checkpoint_dir: str, hp: Dict[str, Any]) -> str:
 
 
 class SquadTrial(pytorch.PyTorchTrial):
-    def __init__(self, context: pytorch.PyTorchTrialContext) -> None:
+    def __init__(self, context: pytorch.PyTorchTrialContext, output_dir: Optional[str] = None) -> None:
         self.context = context
+        self.predictions_dir = predictions_root(output_dir)
         self.hp = hp = settings.hyperparameters(context.get_hparams(), slots=context.distributed.size)
         if isinstance(context, pytorch.CheckpointLoadContext):
             # determined.pytorch.load_trial_from_checkpoint_path: the model only, for inference,
@@ -297,7 +299,7 @@ class SquadTrial(pytorch.PyTorchTrial):
 
     def evaluate_batch(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> Dict[str, Any]:
         if batch_idx == 0 and self.context.distributed.rank == 0:
-            self.evaluator.out_dir = os.path.join(predictions_root(self.context), f"batch_{self.batches_trained}")
+            self.evaluator.out_dir = os.path.join(self.predictions_dir, f"batch_{self.batches_trained}")
         feature_index = batch.pop("feature_index")
         with self.autocast():
             out = self.model(**batch)
@@ -339,7 +341,7 @@ class ConsolidateShardedOptimizer(pytorch.PyTorchCallback):
 
     def __init__(self, trial: "SquadTrial"):
         self.trial = trial
-        self.gathered = False  # until the first gathering, the chief has no state it could save
+        self.gathered_at: Optional[int] = None  # the batch whose optimizer state the chief holds
 
     def on_training_workload_end(self, avg_metrics, batch_metrics) -> None:
         optimizer, hp, done = self.trial.optimizer, self.trial.hp, self.trial.batches_trained
@@ -348,9 +350,17 @@ class ConsolidateShardedOptimizer(pytorch.PyTorchCallback):
         boundary = any(p and done % int(p) == 0 for p in (hp["checkpoint_period_batches"], hp["validation_period_batches"]))
         # should_preempt is collective (every rank asks, the chief answers): every rank calls it here.
         preempted = self.trial.context._core.preempt.should_preempt(auto_ack=False)
-        if boundary or preempted or done >= self.trial.total_batches or not self.gathered:
+        if boundary or preempted or done >= self.trial.total_batches or self.gathered_at is None:
             optimizer.consolidate_state_dict(to=0)
-            self.gathered = True
+            self.gathered_at = done
+
+    def on_checkpoint_save_start(self, checkpoint: Dict[str, Any]) -> None:
+        done = self.trial.batches_trained
+        if isinstance(self.trial.optimizer, ZeroRedundancyOptimizer) and self.gathered_at != done:
+            # A preemption announced after this batch's question to the master: resuming from this
+            # checkpoint restarts the optimizer's moments from an older step.
+            logger.warning("checkpoint at batch %d holds the sharded optimizer's state gathered at batch %s, "
+                           "not at batch %d (a preemption arrived between gatherings)", done, self.gathered_at, done)
 
 
 class _KeepMetrics(pytorch.PyTorchCallback):
@@ -361,10 +371,15 @@ class _KeepMetrics(pytorch.PyTorchCallback):
         self.trial.last_metrics = metrics
 
 
-def predictions_root(context: pytorch.PyTorchTrialContext) -> str:
-    """Validation outputs live beside the TensorBoard events: on a cluster that directory is
-    uploaded to checkpoint storage with them; locally it is <output-dir>/tensorboard."""
-    return os.path.join(str(context.get_tensorboard_path()), "predictions")
+def predictions_root(output_dir: Optional[str]) -> str:
+    """Where the chief writes each validation's predictions: <output-dir>/predictions locally; on a
+    cluster a local scratch directory. Not the TensorBoard directory: under torch_distributed every
+    local rank shares it and Determined uploads its non-event files from each non-chief rank
+    (determined/pytorch/_pytorch_trial.py, _upload_tb_files), so they would go up once per GPU.
+    They reach checkpoint storage in every checkpoint (CheckpointExtras), the final one included."""
+    if output_dir:
+        return os.path.join(output_dir, "predictions")
+    return os.path.join(tempfile.gettempdir(), f"squad-predictions-{os.environ.get('DET_ALLOCATION_ID', 'local')}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,7 +470,7 @@ def main(argv=None) -> Dict[str, Any]:
         if not on_cluster:
             # Determined's local train context has no TensorBoard directory of its own.
             context._core.train._tbd_directory = os.path.join(output_dir, "tensorboard")
-        trial = SquadTrial(context)
+        trial = SquadTrial(context, None if on_cluster else output_dir)
         trainer = det.pytorch.Trainer(trial, context)
         with _resume_at(steps_completed):
             trainer.fit(max_length=trial.max_length(),

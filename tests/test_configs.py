@@ -67,7 +67,7 @@ def test_cluster_configs_match_original_example(name, slots, gbs, agg, optimizer
     assert hp["learning_rate"] == pytest.approx(lr)
     expected = {"pretrained_model_name": "albert-xxlarge-v2", "warmup_fraction": 0.1, "epochs": 2,
                 "max_seq_length": 384, "doc_stride": 128, "max_query_length": 64, "n_best_size": 20,
-                "max_answer_length": 30, "do_lower_case": True}
+                "max_answer_length": 30, "do_lower_case": True, "adam_epsilon": 1e-8, "weight_decay": 0.0}
     assert {k: hp[k] for k in expected} == expected
     assert config["data"]["use_bind_mount"] and config["data"]["bind_mount_path"] == "/mnt/data"
     assert [m["container_path"] for m in config["bind_mounts"]] == ["/mnt/data"]

@@ -60,7 +60,7 @@ def test_local_run_reports_metrics_and_writes_outputs(tmp_path, squad_files, tin
     assert metrics["total"] == 120 and 0 <= metrics["f1"] <= 100
     for key in ("loss", "lr", "grad_norm", "examples_per_s", "tokens_per_s"):
         assert f"'{key}'" in log
-    predictions = out / "tensorboard" / "predictions" / "batch_6"
+    predictions = out / "predictions" / "batch_6"
     for name in ("predictions.json", "nbest_predictions.json", "null_odds.json", "metrics.json"):
         assert (predictions / name).is_file()
     assert len(json.loads((predictions / "predictions.json").read_text())) == 120
@@ -73,7 +73,11 @@ def test_local_run_reports_metrics_and_writes_outputs(tmp_path, squad_files, tin
             "Determined/val_best_f1"} <= tags
     assert events.Scalars("Determined/val_f1")[-1].value == pytest.approx(metrics["f1"])
     (final,) = checkpoints(out)[6]
-    assert os.path.isfile(os.path.join(final, "predictions", "predictions.json"))
+    # The final validation's predictions reach checkpoint storage in the final checkpoint.
+    assert json.loads(open(os.path.join(final, "predictions", "predictions.json")).read()) == \
+        json.loads((predictions / "predictions.json").read_text())
+    # Only event files in the TensorBoard directory: Determined uploads its other files once per rank.
+    assert all("tfevents" in f for _, _, files in os.walk(out / "tensorboard") for f in files)
 
 
 def test_resume_continues_where_it_stopped(tmp_path, squad_files, tiny_model):
