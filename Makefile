@@ -46,6 +46,7 @@ test-oldest: data $(VENV_OLDEST)/installed
 bench: venv
 	$(PY) bench/data_bench.py --questions 130000
 	$(PY) bench/train_bench.py postprocess
+	$(PY) bench/train_bench.py eval_traffic
 	$(PY) bench/train_bench.py bucketing
 	$(PY) bench/train_bench.py train_step
 

@@ -92,7 +92,7 @@ def _unreadable(name: str, err: OSError) -> DataError:
         return DataError(f"{name}: is a directory, not a SQuAD JSON file. Give the path of the .json file.")
     if isinstance(err, PermissionError):
         return DataError(f"{name}: permission denied (reading as uid {os.getuid()}). Make it readable by the user "
-                         "the job runs as (chmod a+r on the file, a+x on its directories), or copy it where it is.")
+                         "the job runs as (chmod a+r on the file, a+x on its directories), or copy it where that user can read it.")
     return DataError(f"{name}: cannot be read ({err.strerror or err}). Check the file and its filesystem, "
                      "or copy it elsewhere and point the config at the copy.")
 
@@ -258,7 +258,7 @@ def read_squad(path: str, split: str, skip_invalid: bool = False, source: Option
                 elif not isinstance(impossible, bool):  # bool("false") is True
                     problem = f"'is_impossible' must be true or false, not {impossible!r}"
                 elif not isinstance(answers, list):
-                    problem = f"'answers' must be a list, not {answers!r}"
+                    problem = f"'answers' must be a list, not {found(answers)}"
                 elif impossible and answers:
                     problem = "'is_impossible' is true but 'answers' is not empty (SQuAD 2.0 keeps an unanswerable " \
                               "question's spans in 'plausible_answers')"
@@ -585,6 +585,40 @@ class LengthBucketBatchSampler(torch.utils.data.Sampler):
             # global batch smaller than the number of ranks (at most replicas - 1 features) is dropped.
             if len(batch) >= self.replicas:
                 yield from (part.tolist() for part in np.array_split(batch, self.replicas))
+
+
+class QuestionShardedBatchSampler(torch.utils.data.Sampler):
+    """Validation batches that keep all features of a question on one rank, so each rank can
+    post-process its own questions: question q belongs to rank q % replicas; each rank's features,
+    sorted by length, are cut into the same number of batches (at most `batch_size` each) and
+    interleaved the way Determined's loader deals batches out (rank r gets batches r, r + replicas,
+    ...). A rank with fewer features than batches fills the gap with a repeat of one of its own
+    (or, owning none, of feature 0); `owned` tells the reducer which features to keep."""
+
+    def __init__(self, lengths: np.ndarray, example_index: np.ndarray, batch_size: int, replicas: int = 1):
+        self.replicas = replicas
+        example_index = np.asarray(example_index)
+        self.per_rank = [np.flatnonzero(example_index % replicas == r) for r in range(replicas)]
+        lengths = np.asarray(lengths)
+        self.per_rank = [f[np.argsort(lengths[f], kind="stable")] for f in self.per_rank]
+        self.batches = max(1, max(math.ceil(len(f) / batch_size) for f in self.per_rank))
+
+    def owned(self, rank: int) -> np.ndarray:
+        """The features whose questions rank `rank` post-processes, sorted."""
+        return np.sort(self.per_rank[rank])
+
+    def __len__(self) -> int:
+        return self.batches * self.replicas
+
+    def __iter__(self):
+        chunks = []
+        for features in self.per_rank:
+            parts = np.array_split(features, self.batches)
+            fill = features[-1:] if len(features) else np.zeros(1, dtype=np.int64)
+            chunks.append([p if len(p) else fill for p in parts])
+        for b in range(self.batches):
+            for rank in range(self.replicas):
+                yield chunks[rank][b].tolist()
 
 
 # ---------------------------------------------------------------------------------------------

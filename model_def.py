@@ -127,29 +127,44 @@ def precision(amp: str, context: pytorch.PyTorchTrialContext):
 
 
 class SquadEvaluator:
-    """Chief-side evaluation: logits of every validation feature → predictions files + metrics."""
+    """Evaluation split by question: each rank post-processes the questions whose features it
+    evaluated (data.QuestionShardedBatchSampler); the chief merges the answers, scores them and
+    writes the predictions files."""
 
-    def __init__(self, features: data.Features, validation_path: str, hp: Dict[str, Any]):
-        self.features, self.validation_path, self.hp = features, validation_path, hp
-        self.out_dir: Optional[str] = None  # where the next validation writes its files
+    def __init__(self, features: data.Features, validation_path: str, hp: Dict[str, Any], owned: np.ndarray):
+        self.features, self.validation_path, self.hp, self.owned = features, validation_path, hp, owned
+        self.out_dir: Optional[str] = None  # where the next validation writes its files (chief)
         self.last_dir: Optional[str] = None
         self.articles: Optional[list] = None  # the validation file's gold answers, read at the first validation
 
-    def __call__(self, feature_index: np.ndarray, start_logits: np.ndarray, end_logits: np.ndarray) -> Dict[str, Any]:
-        n = len(self.features)
-        if not np.array_equal(np.sort(feature_index), np.arange(n)):
-            raise RuntimeError(f"validation covered {len(np.unique(feature_index))} of {n} features")
-        order = np.argsort(feature_index)
-        predictions, nbest, null_odds = postprocess.postprocess(
-            self.features.example_ids, self.features.example_contexts, np.asarray(self.features.arrays["example_index"]),
-            self.features.arrays["offsets"], start_logits[order], end_logits[order],
+    def answers(self, feature_index: np.ndarray, start_logits: np.ndarray, end_logits: np.ndarray):
+        """(predictions, nbest, null_odds) of this rank's questions, from their features' logits
+        (features of other ranks' questions, and repeats, are dropped)."""
+        if not len(self.owned):
+            return {}, {}, {}
+        keep = np.isin(feature_index, self.owned)
+        feature_index, first = np.unique(feature_index[keep], return_index=True)
+        if not np.array_equal(feature_index, self.owned):
+            raise RuntimeError(f"validation covered {len(feature_index)} of this rank's {len(self.owned)} features")
+        example_index = np.asarray(self.features.arrays["example_index"])[feature_index]
+        questions, local = np.unique(example_index, return_inverse=True)
+        return postprocess.postprocess(
+            [self.features.example_ids[q] for q in questions], [self.features.example_contexts[q] for q in questions],
+            local, self.features.arrays["offsets"][feature_index], start_logits[keep][first], end_logits[keep][first],
             n_best_size=self.hp["n_best_size"], max_answer_length=self.hp["max_answer_length"],
             null_score_diff_threshold=self.hp["null_score_diff_threshold"])
+
+    def score(self, predictions: dict, nbest: dict, null_odds: dict) -> Dict[str, Any]:
+        """Official metrics of every question's answer; writes the predictions files (chief)."""
         if self.articles is None:
-            with open(self.validation_path) as f:
-                kept = set(self.features.example_ids)  # questions skipped as invalid are not scored
-                self.articles = [{"paragraphs": [{"qas": [qa for qa in p["qas"] if qa.get("id") in kept]}
-                                                 for p in a["paragraphs"]]} for a in json.load(f)["data"]]
+            # The kept questions with all their gold answers; what read_squad skipped as invalid
+            # (with skip_invalid_examples) is not scored, however malformed.
+            kept = set(self.features.example_ids)
+            with open(self.validation_path, encoding="utf-8-sig") as f:
+                questions = [qa for a in json.load(f)["data"] if isinstance(a, dict)
+                             for p in _list(a.get("paragraphs")) if isinstance(p, dict)
+                             for qa in _list(p.get("qas")) if isinstance(qa, dict) and qa.get("id") in kept]
+            self.articles = [{"paragraphs": [{"qas": questions}]}]
         metrics = squad_eval.evaluate(self.articles, predictions, null_odds, self.hp["null_score_diff_threshold"])
         if self.out_dir:
             postprocess.write_predictions(self.out_dir, predictions, nbest, null_odds, metrics)
@@ -158,12 +173,18 @@ class SquadEvaluator:
         return metrics
 
 
-class LogitsReducer(pytorch.MetricReducer):
-    """Collects start/end logits of this rank's validation features; the chief gathers every
-    rank's and runs the evaluator once."""
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
 
-    def __init__(self, evaluator: SquadEvaluator, is_chief: bool):
-        self.evaluator, self.is_chief = evaluator, is_chief
+
+class LogitsReducer(pytorch.MetricReducer):
+    """Keeps the start/end logits of this rank's validation features; at the end each rank turns
+    its own questions' logits into answers and only those travel, to the chief, which scores them.
+    (Determined's reducers allgather what per_slot_reduce returns: logits sent that way would reach
+    every rank, and the chief would post-process every question alone.)"""
+
+    def __init__(self, evaluator: SquadEvaluator, distributed: core.DistributedContext):
+        self.evaluator, self.distributed = evaluator, distributed
         self.reset()
 
     def reset(self) -> None:
@@ -173,17 +194,25 @@ class LogitsReducer(pytorch.MetricReducer):
         self.parts.append((feature_index.cpu().numpy(), start.float().cpu().numpy(), end.float().cpu().numpy()))
 
     def per_slot_reduce(self):
-        return self.parts
+        width = max([p[1].shape[1] for p in self.parts], default=1)
+        index = np.concatenate([p[0] for p in self.parts] or [np.zeros(0, dtype=np.int64)])
+        start, end = (np.concatenate([np.pad(p[k], [(0, 0), (0, width - p[k].shape[1])], constant_values=-1e4)
+                                      for p in self.parts] or [np.zeros((0, width), np.float32)]) for k in (1, 2))
+        answers = self.evaluator.answers(index, start, end)
+        text = json.dumps(answers)  # JSON text, not pickled objects, crosses the process boundary
+        logger.info("rank %d answered its %d questions (%d bytes of answers)", self.distributed.rank,
+                    len(answers[0]), len(text))
+        gathered = self.distributed.gather(text)  # to the chief only
+        if gathered is None:
+            return None
+        merged = [{}, {}, {}]
+        for text in gathered:
+            for into, part in zip(merged, json.loads(text)):
+                into.update(part)
+        return self.evaluator.score(*merged)
 
     def cross_slot_reduce(self, per_slot):
-        if not self.is_chief:
-            return {}
-        parts = [p for slot in per_slot for p in slot]
-        width = max(p[1].shape[1] for p in parts)
-        index = np.concatenate([p[0] for p in parts])
-        start, end = (np.concatenate([np.pad(p[k], [(0, 0), (0, width - p[k].shape[1])], constant_values=-1e4)
-                                      for p in parts]) for k in (1, 2))
-        return self.evaluator(index, start, end)
+        return next((metrics for metrics in per_slot if metrics is not None), {})
 
 
 class CheckpointExtras(pytorch.PyTorchCallback):
@@ -256,9 +285,12 @@ class SquadTrial(pytorch.PyTorchTrial):
             torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_warmup_decay(warmup, total)),
             step_mode=pytorch.LRScheduler.StepMode.STEP_EVERY_OPTIMIZER_STEP)
 
-        self.evaluator = SquadEvaluator(self.eval_features, data.fetch(data_conf["validation_file"], data.cache_root(data_conf)), hp)
-        self.logits = context.wrap_reducer(LogitsReducer(self.evaluator, context.distributed.rank == 0),
-                                           for_training=False)
+        self.eval_sampler = data.QuestionShardedBatchSampler(
+            self.eval_features.arrays["lengths"], self.eval_features.arrays["example_index"],
+            context.get_per_slot_batch_size(), replicas=context.distributed.size)
+        self.evaluator = SquadEvaluator(self.eval_features, data.fetch(data_conf["validation_file"], data.cache_root(data_conf)),
+                                        hp, self.eval_sampler.owned(context.distributed.rank))
+        self.logits = context.wrap_reducer(LogitsReducer(self.evaluator, context.distributed), for_training=False)
         self.grad_norm = 0.0  # gradient norm at the last optimizer step (NaN is not valid JSON for the master)
         self.last_batch_end: Optional[float] = None
         self.batches_trained = 0
@@ -307,24 +339,23 @@ class SquadTrial(pytorch.PyTorchTrial):
         self.last_batch_end = None  # validation time is not training time
         return {}
 
-    def _loader(self, features: data.Features, shuffle: bool) -> pytorch.DataLoader:
+    def build_training_data_loader(self) -> pytorch.DataLoader:
         # Seeded by the config: every rank draws the same batches, and a resumed run (which skips
         # the batches already trained) sees the same order as an uninterrupted one.
+        features = self.train_features
         collate = data.Collator(features.arrays, self.hp["pad_to_max_length"])
         dataset, batch_size = data.FeatureDataset(features), self.context.get_per_slot_batch_size()
         if self.hp["bucket_by_length"] and not self.hp["pad_to_max_length"]:
-            sampler = data.LengthBucketBatchSampler(features.arrays["lengths"], batch_size, shuffle, int(self.hp["seed"]),
+            sampler = data.LengthBucketBatchSampler(features.arrays["lengths"], batch_size, True, int(self.hp["seed"]),
                                                     replicas=self.context.distributed.size)
             return pytorch.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
         generator = torch.Generator().manual_seed(int(self.hp["seed"]))
-        return pytorch.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                                  collate_fn=collate)
-
-    def build_training_data_loader(self) -> pytorch.DataLoader:
-        return self._loader(self.train_features, shuffle=True)
+        return pytorch.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collate)
 
     def build_validation_data_loader(self) -> pytorch.DataLoader:
-        return self._loader(self.eval_features, shuffle=False)
+        # Sorted by length within each rank, every question's features on one rank (SquadEvaluator).
+        return pytorch.DataLoader(data.FeatureDataset(self.eval_features), batch_sampler=self.eval_sampler,
+                                  collate_fn=data.Collator(self.eval_features.arrays, self.hp["pad_to_max_length"]))
 
     def build_callbacks(self) -> Dict[str, pytorch.PyTorchCallback]:
         return {"checkpoint_extras": CheckpointExtras(self), "last_metrics": _KeepMetrics(self),

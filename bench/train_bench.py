@@ -3,6 +3,7 @@
     python bench/train_bench.py train_step [--shape S] [--amp bf16|fp16|none] [--batch B]
     python bench/train_bench.py bucketing  [--shape S] [--amp ...] [--batch B]
     python bench/train_bench.py postprocess [--questions 12000]
+    python bench/train_bench.py eval_traffic   # bytes sent per validation at 8 and 64 ranks
 
 Shapes: `albert-xxlarge-v2` (hidden 4096, 12 layers, 64 heads, FFN 16384, embeddings 128, vocab
 30000; built from its config with random weights: no download) is the default on a GPU; on a CPU
@@ -218,9 +219,52 @@ def cmd_postprocess(args, _device):
     return {"questions": len(qas), "features": n, "seconds": round(seconds, 3), "f1_of_random_logits": round(metrics["f1"], 2)}
 
 
+def cmd_eval_traffic(args, device):
+    """Bytes sent per validation of a SQuAD 2.0 dev-sized set (11,873 generated questions with
+    SQuAD-shaped lengths, max_seq_length 384, 2 features per slot per batch as in the 8- and 64-GPU
+    configs). Before: Determined's reducer allgathers each rank's logits (float32 start and end per
+    token, int64 feature index): the chief gathers them and sends every worker all the others'. Now:
+    each rank turns its own questions' logits into answers; only those (predictions, n-best lists,
+    null odds as JSON) go, to the chief alone. Random logits: n-best lists are full, as in training."""
+    import tempfile
+
+    import data
+    import make_squad_data
+    import make_tiny_model
+    import model_def
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = data.load_tokenizer(make_tiny_model.build(os.path.join(tmp, "tiny")))
+        path = os.path.join(tmp, "dev.json")
+        with open(path, "w") as f:
+            json.dump(make_squad_data.make_dataset(11873, 7, 3, "dev", filler=(3, 19)), f)
+        examples = data.read_squad(path, "validation")
+        arrays = data.featurize(examples, tokenizer, data.FeatureSpec(384, 128, 64), training=False)
+    features = data.Features(arrays, {}, examples.ids, [examples.contexts[c] for c in examples.context_index])
+    rng = np.random.default_rng(0)
+    start, end = (rng.normal(size=arrays["input_ids"].shape).astype(np.float32) for _ in range(2))
+    hp = settings.hyperparameters({})
+    out = {"questions": len(examples), "features": len(features)}
+    for ranks in (8, 64):
+        sampler = data.QuestionShardedBatchSampler(arrays["lengths"], arrays["example_index"], 2, ranks)
+        batches = list(iter(sampler))
+        logits = [sum(len(b) * (8 + 2 * 4 * int(np.ceil(arrays["lengths"][b].max() / 8) * 8))
+                      for b in batches[r::ranks]) for r in range(ranks)]
+        answers = []
+        for r in range(ranks):
+            owned = sampler.owned(r)
+            evaluator = model_def.SquadEvaluator(features, path, hp, owned)
+            answers.append(len(json.dumps(evaluator.answers(owned, start[owned], end[owned])).encode()))
+        out[f"{ranks}_ranks"] = {"before_bytes_chief_sends": (ranks - 1) * sum(logits),
+                                 "before_bytes_each_rank_receives": sum(logits) - min(logits),
+                                 "after_bytes_chief_receives": sum(answers[1:]),
+                                 "after_bytes_each_worker_sends": max(answers[1:])}
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["train_step", "bucketing", "postprocess"])
+    parser.add_argument("command", choices=["train_step", "bucketing", "postprocess", "eval_traffic"])
     parser.add_argument("--shape", help="albert-xxlarge-v2 (GPU default) or albert-xxlarge-v2/K (CPU default K=8)")
     parser.add_argument("--amp", choices=settings.HPARAMS["amp"].kind, default=None)
     parser.add_argument("--batch", type=int)
@@ -234,9 +278,10 @@ def main():
     args.shape = args.shape or ("albert-xxlarge-v2" if device.type == "cuda" else "albert-xxlarge-v2/8")
     args.amp = args.amp or ("bf16" if device.type == "cuda" else "none")
     args.batch = args.batch or (32 if device.type == "cuda" else 8)
-    command = {"train_step": cmd_train_step, "bucketing": cmd_bucketing, "postprocess": cmd_postprocess}[args.command]
+    command = {"train_step": cmd_train_step, "bucketing": cmd_bucketing, "postprocess": cmd_postprocess,
+               "eval_traffic": cmd_eval_traffic}[args.command]
     result = command(args, device)
-    if device.type == "cpu" and args.command != "postprocess":
+    if device.type == "cpu" and args.command in ("train_step", "bucketing"):
         result["note"] = f"CPU run: scaled-down shape {args.shape}, fp32"
     print(json.dumps(result))
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 import filelock
 import numpy as np
@@ -596,18 +597,43 @@ def test_killed_builder_leaves_debris_only_in_the_cache_and_workers_quiet(shared
     assert os.listdir(os.path.join(work, "tmp")) == []
 
 
+def children(pid):
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            found.append(int(name))
+    return found
+
+
 def test_interrupted_prepare_is_quiet_and_leaves_nothing(shared, work, big):
-    """Ctrl-C reaches the whole process group: the workers ignore it, the command stops with exit
-    130 and no traceback, and its temporary directory goes with it."""
+    """Ctrl-C reaches the whole process group, here the workers first so that what they do shows:
+    they ignore it (before, each printed a KeyboardInterrupt traceback, and one that died holding
+    the pool's queue lock could hang the parent), and the command stops with exit 130, no
+    traceback, and its temporary directory gone."""
     _, dev = squad_pair(work)
     cache = os.path.join(work, "cache")
     config = write_config(shared, work, big, dev, cache)
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "data.py"), "prepare", "--config", config,
                              "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             env=env(shared, work), start_new_session=True)
-    wait_for(proc, "featurized 1000/6000")
-    os.killpg(proc.pid, signal.SIGINT)
-    _, rest = proc.communicate(timeout=120)
+    try:
+        wait_for(proc, "featurized 1000/6000")
+        workers = children(proc.pid)
+        assert len(workers) == 2
+        for pid in workers:
+            os.kill(pid, signal.SIGINT)
+        time.sleep(1)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == 130, rest[-3000:]
     assert "Traceback" not in rest and "KeyboardInterrupt" not in rest, rest[-3000:]
     assert_nothing_half_written(cache, set(), "train")

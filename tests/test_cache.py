@@ -90,7 +90,7 @@ def test_prepare_command_builds_then_loads(tmp_path, squad_files, tiny_model):
     config = {"data": {"train_file": squad_files[0], "validation_file": squad_files[1], "use_bind_mount": False,
                        "cache_dir": str(tmp_path / "cache")},
               "hyperparameters": {"pretrained_model_name": tiny_model, "max_seq_length": 64, "doc_stride": 24,
-                                  "max_query_length": 16}}
+                                  "max_query_length": 16, "global_batch_size": 8}}
     path = tmp_path / "config.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
     reports = []

@@ -42,3 +42,25 @@ def test_same_global_batches_on_one_and_two_ranks(n):
 def test_evaluation_order_sorted_by_length():
     lengths = np.array([5, 3, 9, 1])
     assert list(iter(data.LengthBucketBatchSampler(lengths, 2, shuffle=False))) == [[3, 1], [0, 2]]
+
+
+@pytest.mark.parametrize("n_questions, replicas, batch_size", [(50, 1, 4), (50, 2, 4), (7, 4, 3), (3, 8, 2), (1, 2, 5)])
+def test_validation_batches_keep_each_question_on_one_rank(n_questions, replicas, batch_size):
+    rng = np.random.default_rng(n_questions)
+    example_index = np.repeat(np.arange(n_questions), rng.integers(1, 4, n_questions))
+    lengths = rng.integers(20, 384, len(example_index))
+    sampler = data.QuestionShardedBatchSampler(lengths, example_index, batch_size, replicas)
+    batches = list(iter(sampler))
+    assert len(batches) == len(sampler) and len(batches) % replicas == 0
+    seen = []
+    for rank in range(replicas):
+        mine = batches[rank::replicas]  # as Determined's DistributedBatchSampler deals them
+        assert all(0 < len(b) <= batch_size for b in mine)
+        got = np.unique(np.concatenate(mine))
+        owned = sampler.owned(rank)
+        assert set(owned) <= set(got) and set(got) - set(owned) <= {int(owned[-1]) if len(owned) else 0}
+        assert all(example_index[f] % replicas == rank for f in owned)
+        seen.extend(owned.tolist())
+        lengths_in_order = [lengths[f] for b in mine for f in b if f in set(owned)]
+        assert lengths_in_order == sorted(lengths_in_order)
+    assert sorted(seen) == list(range(len(example_index)))

@@ -113,6 +113,26 @@ def test_two_processes_match_one(tmp_path, squad_files, tiny_model):
     assert_loader_matches_export(w2, tmp_path / "loader")
 
 
+def test_evaluation_split_by_question_matches_one_process(tmp_path, squad_files, tiny_model):
+    """With weights that cannot move (learning rate 1e-30), 2 processes that each post-process their
+    own questions give the 1-process predictions and metrics exactly (null odds to float noise)."""
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+    common = dict(max_batches=2, learning_rate=1e-30, global_batch_size=6)
+    one, _ = run(["--config", write_config(tmp_path, squad_files, tiny_model, "one.yaml", **common)], tmp_path / "one")
+    two, log = run(["--config", write_config(tmp_path, squad_files, tiny_model, "two.yaml", slots=2, **common)],
+                   tmp_path / "two", launcher=torchrun)
+    files = {name: [json.loads((tmp_path / out / "predictions" / "batch_2" / name).read_text()) for out in ("one", "two")]
+             for name in ("predictions.json", "null_odds.json", "nbest_predictions.json")}
+    assert files["predictions.json"][0] == files["predictions.json"][1] and len(files["predictions.json"][0]) == 120
+    assert files["null_odds.json"][1] == pytest.approx(files["null_odds.json"][0], abs=1e-4)
+    assert {q: [x["text"] for x in v] for q, v in files["nbest_predictions.json"][1].items()} == \
+        {q: [x["text"] for x in v] for q, v in files["nbest_predictions.json"][0].items()}
+    assert {k: v for k, v in two.items() if not k.endswith("_thresh")} == \
+        {k: v for k, v in one.items() if not k.endswith("_thresh")}
+    answered = [int(n) for n in re.findall(r"rank \d answered its (\d+) questions", log)]
+    assert sorted(answered) == [60, 60]  # each rank its own half
+
+
 def test_schedule_counts_optimizer_steps_with_aggregation(tmp_path, squad_files, tiny_model):
     """8 batches with aggregation_frequency 2 are 4 optimizer steps, taken at rates 1, 3/4, 1/2, 1/4
     of the peak (linear decay to 0 at the end of training), reported once per step (the reporting
