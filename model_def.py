@@ -388,8 +388,10 @@ class ConsolidateShardedOptimizer(pytorch.PyTorchCallback):
     def on_checkpoint_save_start(self, checkpoint: Dict[str, Any]) -> None:
         done = self.trial.batches_trained
         if isinstance(self.trial.optimizer, ZeroRedundancyOptimizer) and self.gathered_at != done:
-            # A preemption announced after this batch's question to the master: resuming from this
-            # checkpoint restarts the optimizer's moments from an older step.
+            # Determined 0.38.1 asks should_preempt again after this hook (determined/pytorch/
+            # _pytorch_trial.py, _train: on_training_workload_end at line 575, _stop_requested at
+            # line 608, whose exit checkpoint is saved at line 501); a preemption announced in between
+            # saves the state gathered at an earlier batch. The local mode cannot make that happen.
             logger.warning("checkpoint at batch %d holds the sharded optimizer's state gathered at batch %s, "
                            "not at batch %d (a preemption arrived between gatherings)", done, self.gathered_at, done)
 
