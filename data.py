@@ -365,10 +365,11 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 
-def cache_key(data_sha256: str, tokenizer, spec: FeatureSpec, do_lower_case: bool, split: str) -> str:
+def cache_key(data_sha256: str, tokenizer, spec: FeatureSpec, do_lower_case: bool, split: str,
+              max_examples: Optional[int] = None) -> str:
     fields = {"data": data_sha256, "tokenizer": tokenizer_fingerprint(tokenizer), "split": split,
               "do_lower_case": do_lower_case, "format": constants.FEATURE_FORMAT_VERSION,
-              **dataclasses.asdict(spec)}
+              "max_examples": max_examples, **dataclasses.asdict(spec)}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:40]
 
 
@@ -484,12 +485,13 @@ def _acquire(lock_path: str, timeout: float, what: str):
 
 def load_or_build_features(source: str, tokenizer, spec: FeatureSpec, split: str, cache_dir: str,
                            do_lower_case: bool = True, skip_invalid: bool = False,
-                           lock_timeout: float = 3600, workers: int = 1) -> Tuple[Features, str]:
-    """Features for `source`, built at most once per key by whichever process gets the lock first;
-    every other process (any rank, any trial, any host sharing `cache_dir`) waits and loads.
-    Returns (features, "built" | "loaded")."""
+                           lock_timeout: float = 3600, workers: int = 1,
+                           max_examples: Optional[int] = None) -> Tuple[Features, str]:
+    """Features for `source` (its first `max_examples` valid questions, when given), built at most
+    once per key by whichever process gets the lock first; every other process (any rank, any
+    trial, any host sharing `cache_dir`) waits and loads. Returns (features, "built" | "loaded")."""
     path = fetch(source, cache_dir)
-    key = cache_key(sha256_file(path), tokenizer, spec, do_lower_case, split)
+    key = cache_key(sha256_file(path), tokenizer, spec, do_lower_case, split, max_examples)
     root = os.path.join(cache_dir, "features")
     _make_cache_dir(root)
     entry = os.path.join(root, key)
@@ -516,6 +518,11 @@ def load_or_build_features(source: str, tokenizer, spec: FeatureSpec, split: str
                 shutil.rmtree(stale, ignore_errors=True)
             logger.info("building %s features for %s (cache key %s)", split, source, key)
             examples = read_squad(path, split, skip_invalid, source=source)
+            if max_examples is not None and max_examples < len(examples):
+                logger.info("%s: keeping the first %d of %d questions (data.max_%s_examples)", source, max_examples,
+                            len(examples), "train" if split == "train" else "eval")
+                examples = dataclasses.replace(examples, **{name: getattr(examples, name)[:max_examples] for name in (
+                    "ids", "questions", "context_index", "answer_start", "answer_text", "is_impossible")})
             with atomic_dir(entry) as tmp:
                 # The chunk files go inside the entry's temporary directory: debris a later build removes.
                 arrays = featurize(examples, tokenizer, spec, training=(split == "train"), workers=workers, tmp_dir=tmp)
@@ -688,13 +695,28 @@ def feature_spec(hp: dict, model_type: Optional[str], type_vocab_size: int = 0) 
                        token_type_ids=family["token_type_ids"] if family else type_vocab_size > 1)
 
 
-def squad_settings(hp: dict, config) -> dict:
+def squad_settings(hp: dict, config, metrics: Optional[dict] = None, threshold="tuned") -> dict:
     """The feature and post-processing settings a model directory carries (config.json's
-    `squad_settings`), so predict.py and its pipeline answer as evaluation did."""
+    `squad_settings`), so predict.py and its pipeline answer as evaluation did. The no-answer
+    threshold is, by default, the one that maximized F1 on the validation `metrics` came from
+    (best_f1_thresh, as SQuAD 2.0 practice tunes it); "config" keeps the config's, a number sets it.
+    `null_score_diff_threshold_source` says which."""
     keys = ("max_seq_length", "doc_stride", "max_query_length", "n_best_size", "max_answer_length",
             "null_score_diff_threshold", "do_lower_case")
     spec = feature_spec(hp, config.model_type, getattr(config, "type_vocab_size", 0))
-    return {**{k: hp[k] for k in keys}, "token_type_ids": spec.token_type_ids}
+    out = {**{k: hp[k] for k in keys}, "token_type_ids": spec.token_type_ids}
+    configured = hp["null_score_diff_threshold"]
+    if threshold == "tuned" and metrics and "best_f1_thresh" in metrics:
+        out["null_score_diff_threshold"] = float(metrics["best_f1_thresh"])
+        source = (f"tuned on the validation after batch {metrics.get('batches', '?')}: F1 {metrics['best_f1']:.2f} "
+                  f"there, {metrics['f1']:.2f} at the config's {configured}")
+    elif threshold in ("tuned", "config"):
+        source = "the config's" + ("" if threshold == "config" else " (no validation metrics to tune it on)")
+    else:
+        out["null_score_diff_threshold"] = float(threshold)
+        source = "given when exported"
+    out["null_score_diff_threshold_source"] = source
+    return out
 
 
 def prepare(hp: dict, data_conf: dict, workers: Optional[int] = None) -> Tuple[dict, dict]:
@@ -714,7 +736,8 @@ def prepare(hp: dict, data_conf: dict, workers: Optional[int] = None) -> Tuple[d
         f, status = load_or_build_features(
             source, tokenizer, spec, split, cache_root(data_conf), hp["do_lower_case"],
             skip_invalid=data_conf["skip_invalid_examples"], lock_timeout=data_conf["cache_lock_timeout"],
-            workers=workers or data_conf.get("feature_workers") or os.cpu_count() or 1)
+            workers=workers or data_conf.get("feature_workers") or os.cpu_count() or 1,
+            max_examples=data_conf.get("max_train_examples" if split == "train" else "max_eval_examples"))
         features[split] = f
         report[split] = {"key": f.manifest["key"], "status": status, "examples": f.manifest["num_examples"],
                          "features": f.manifest["num_features"]}
@@ -807,6 +830,8 @@ def main(argv=None) -> None:
     p = commands.add_parser("prepare", help="download and build the feature caches of a config, without training")
     p.add_argument("--config", required=True)
     p.add_argument("--workers", type=int, help="feature worker processes (default: every CPU core)")
+    p.add_argument("--cache-dir", help="build the cache here instead (a cluster config's bind_mount_path is the "
+                   "container's view: on a login node give the network filesystem's host path)")
     p.add_argument("--save-model", metavar="DIR", help="also save the model and tokenizer here (for nodes without "
                    "internet: then set hyperparameters.pretrained_model_name to DIR)")
     a = commands.add_parser("audit", help="label coverage report of a SQuAD file (JSON on the last line)")
@@ -821,7 +846,10 @@ def main(argv=None) -> None:
     if args.command == "prepare":
         if args.workers is not None and args.workers < 1:
             parser.error(f"--workers {args.workers}: give 1 or more")
-        resolved = settings.resolve(settings.load_config(args.config), args.config)
+        config = settings.load_config(args.config)
+        if args.cache_dir and isinstance(config.get("data"), dict):
+            config["data"].update(use_bind_mount=False, cache_dir=args.cache_dir)
+        resolved = settings.resolve(config, args.config)
         hparams = resolved["hyperparameters"]
         _, info = prepare(hparams, resolved["data"], args.workers)
         if args.save_model:

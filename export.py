@@ -1,6 +1,6 @@
 """Turn a Determined checkpoint of this trial into a Hugging Face model directory.
 
-    python export.py CHECKPOINT_DIR OUT_DIR
+    python export.py CHECKPOINT_DIR OUT_DIR [--threshold tuned|config|VALUE]
 
 OUT_DIR gets the model (safetensors), its config (with `squad_settings`: the feature and
 post-processing settings it was trained and evaluated with) and tokenizer, and the pipeline code
@@ -12,9 +12,10 @@ post-processing settings it was trained and evaluated with) and tokenizer, and t
 """
 import argparse
 import json
+import math
 import os
 import pickle
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from transformers import AutoConfig, AutoModelForQuestionAnswering
@@ -46,11 +47,35 @@ def load_checkpoint(checkpoint_dir: str) -> Tuple[torch.nn.Module, Any, Dict[str
     return model.eval(), data.load_tokenizer(source, hp["do_lower_case"]), hp
 
 
-def export(checkpoint_dir: str, out_dir: str) -> str:
+def validation_metrics(checkpoint_dir: str) -> Optional[Dict[str, Any]]:
+    """The metrics of the validation a checkpoint carries the predictions of, if any."""
+    try:
+        with open(os.path.join(checkpoint_dir, "predictions", "metrics.json"), encoding="utf-8") as f:
+            metrics = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
+def export(checkpoint_dir: str, out_dir: str, threshold="tuned") -> Dict[str, Any]:
+    """Writes the model directory; returns the settings it carries."""
     model, tokenizer, hp = load_checkpoint(checkpoint_dir)
+    carried = data.squad_settings(hp, model.config, validation_metrics(checkpoint_dir), threshold)
     with data.atomic_dir(out_dir) as tmp:
-        qa_pipeline.save(model, tokenizer, data.squad_settings(hp, model.config), tmp)
-    return out_dir
+        qa_pipeline.save(model, tokenizer, carried, tmp)
+    return carried
+
+
+def threshold_choice(text: str):
+    if text in ("tuned", "config"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: give tuned, config or a number")
+    return value
 
 
 def check_out_dir(out_dir: str) -> None:
@@ -69,12 +94,17 @@ def main(argv=None) -> None:
     parser = settings.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint_dir")
     parser.add_argument("out_dir")
+    parser.add_argument("--threshold", type=threshold_choice, default="tuned",
+                        help="the no-answer threshold the model carries: tuned (default: the one that maximized F1 on "
+                             "the checkpoint's validation), config (the config's null_score_diff_threshold) or a number")
     args = parser.parse_args(argv)
     if not os.path.isdir(args.checkpoint_dir):
         parser.error(f"{args.checkpoint_dir}: no such checkpoint directory")
     check_out_dir(args.out_dir)
-    export(args.checkpoint_dir, args.out_dir)
-    print(json.dumps({"exported": os.path.abspath(args.out_dir)}))
+    carried = export(args.checkpoint_dir, args.out_dir, args.threshold)
+    print(json.dumps({"exported": os.path.abspath(args.out_dir),
+                      "null_score_diff_threshold": carried["null_score_diff_threshold"],
+                      "null_score_diff_threshold_source": carried["null_score_diff_threshold_source"]}))
 
 
 if __name__ == "__main__":

@@ -165,7 +165,8 @@ class SquadEvaluator:
                              for p in _list(a.get("paragraphs")) if isinstance(p, dict)
                              for qa in _list(p.get("qas")) if isinstance(qa, dict) and qa.get("id") in kept]
             self.articles = [{"paragraphs": [{"qas": questions}]}]
-        metrics = squad_eval.evaluate(self.articles, predictions, null_odds, self.hp["null_score_diff_threshold"])
+        metrics = squad_eval.evaluate(self.articles, predictions, null_odds, self.hp["null_score_diff_threshold"],
+                                      span_preds=postprocess.best_spans(nbest))
         if self.out_dir:
             postprocess.write_predictions(self.out_dir, predictions, nbest, null_odds, metrics)
             logger.info("wrote predictions.json, nbest_predictions.json, null_odds.json, metrics.json to %s", self.out_dir)
@@ -227,8 +228,8 @@ class CheckpointExtras(pytorch.PyTorchCallback):
     def on_checkpoint_write_end(self, checkpoint_dir: str) -> None:
         hf = os.path.join(checkpoint_dir, "hf")
         model = unwrap(self.trial.model)
-        qa_pipeline.save(model, self.trial.tokenizer, data.squad_settings(self.trial.hp, model.config), hf,
-                         weights=self.trial.hp["export_hf_model"])
+        carried = data.squad_settings(self.trial.hp, model.config, self.trial.last_metrics)
+        qa_pipeline.save(model, self.trial.tokenizer, carried, hf, weights=self.trial.hp["export_hf_model"])
         last = self.trial.evaluator.last_dir
         if last and os.path.isdir(last):
             shutil.copytree(last, os.path.join(checkpoint_dir, "predictions"), dirs_exist_ok=True)

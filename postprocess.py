@@ -79,6 +79,11 @@ def postprocess(example_ids: Sequence[str], contexts: Sequence[str], example_ind
     return predictions, nbest, null_odds
 
 
+def best_spans(nbest: Dict[str, list]) -> Dict[str, str]:
+    """Each question's best non-empty answer, whatever the threshold (for tuning it)."""
+    return {q: next((x["text"] for x in entries if x["text"]), "") for q, entries in nbest.items()}
+
+
 def write_predictions(out_dir: str, predictions: dict, nbest: dict, null_odds: dict, metrics: dict) -> None:
     """predictions.json, nbest_predictions.json, null_odds.json and metrics.json, each written atomically."""
     os.makedirs(out_dir, exist_ok=True)

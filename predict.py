@@ -29,7 +29,11 @@ def load(model_dir: str):
     if os.path.isfile(os.path.join(model_dir, "state_dict.pth")):
         import export
 
-        return export.load_checkpoint(model_dir)
+        model, tokenizer, hp = export.load_checkpoint(model_dir)
+        # As export.py would: the threshold tuned on the checkpoint's validation, where it has one.
+        carried = data.squad_settings(hp, model.config, export.validation_metrics(model_dir))
+        hp["null_score_diff_threshold"] = carried["null_score_diff_threshold"]
+        return model, tokenizer, hp
     model = data.load_pretrained_model(model_dir).eval()
     carried = getattr(model.config, "squad_settings", None) or {}
     try:  # a directory without squad_settings (any Hugging Face QA model) gets the defaults
@@ -98,7 +102,8 @@ def main(argv=None) -> None:
         predictions, nbest, null_odds = predict(model, tokenizer, hp, examples)
         with open(args.file, encoding="utf-8") as f:
             articles = json.load(f)["data"]
-        metrics = squad_eval.evaluate(articles, predictions, null_odds, hp["null_score_diff_threshold"])
+        metrics = squad_eval.evaluate(articles, predictions, null_odds, hp["null_score_diff_threshold"],
+                                      span_preds=postprocess.best_spans(nbest))
         if args.out:
             postprocess.write_predictions(args.out, predictions, nbest, null_odds, metrics)
         print(json.dumps(metrics))

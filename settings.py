@@ -178,6 +178,9 @@ DATA: Dict[str, Rule] = {
     "skip_invalid_examples": Rule(bool),
     "cache_lock_timeout": _float(0, low_open=True, example=3600),
     "feature_workers": _int(1, example=2),
+    # A quick run on the real files (Hugging Face's max_train_samples): the first N valid questions.
+    "max_train_examples": _int(1, example=2000),
+    "max_eval_examples": _int(1, example=500),
 }
 DATA_DEFAULTS = {"use_bind_mount": False, "skip_invalid_examples": False, "cache_lock_timeout": 3600.0}
 # Special tokens around question and context: 3 in ALBERT/BERT ([CLS] q [SEP] c [SEP]), 4 in RoBERTa.
@@ -197,7 +200,8 @@ def _section(values: Any, rules: Dict[str, Rule], section: str, problems: List[s
             problems.append(f"{section}.{key}: unknown key" + (f"; did you mean {close[0]}?" if close else
                                                                 f"; known keys: {', '.join(rules)}"))
             continue
-        if value is None and section == "data" and key in ("bind_mount_path", "cache_dir", "feature_workers"):
+        if value is None and section == "data" and key in ("bind_mount_path", "cache_dir", "feature_workers",
+                                                            "max_train_examples", "max_eval_examples"):
             continue  # left empty: the default
         typed[key], wrong = _check(rule, value)
         if wrong:

@@ -80,23 +80,32 @@ def _best_threshold(preds, scores, na_probs, has_answer):
     return 100.0 * best / len(scores), best_thresh
 
 
-def evaluate(articles: List[dict], preds: Dict[str, str], na_probs: Optional[Dict[str, float]] = None,
-             na_prob_thresh: float = 1.0) -> Dict[str, float]:
-    """Official SQuAD 2.0 metrics for `preds` (question id → answer text, "" for no answer).
-    `articles` is the file's `data` list. With `na_probs` the best_* keys are added."""
-    has_answer = {qa["id"]: bool(qa["answers"]) for qa in _questions(articles)}
-    if not has_answer:
-        raise ValueError("the data has no questions, so there is nothing to score.")
-    missing = [q for q in has_answer if q not in preds]
-    if missing:
-        raise ValueError(f"{len(missing)} questions have no prediction, e.g. {missing[:3]}; every question in "
-                         "the data file needs one (\"\" for no answer).")
+def _raw_scores(articles: List[dict], preds: Dict[str, str]):
+    """(exact, f1) of each question's prediction: the maximum over its gold answers."""
     exact_raw, f1_raw = {}, {}
     for qa in _questions(articles):
         golds = [a["text"] for a in qa["answers"] if normalize_answer(a["text"])] or [""]
         pred = preds[qa["id"]]
         exact_raw[qa["id"]] = max(exact_score(g, pred) for g in golds)
         f1_raw[qa["id"]] = max(f1_score(g, pred) for g in golds)
+    return exact_raw, f1_raw
+
+
+def evaluate(articles: List[dict], preds: Dict[str, str], na_probs: Optional[Dict[str, float]] = None,
+             na_prob_thresh: float = 1.0, span_preds: Optional[Dict[str, str]] = None) -> Dict[str, float]:
+    """Official SQuAD 2.0 metrics for `preds` (question id → answer text, "" for no answer).
+    `articles` is the file's `data` list. With `na_probs` the best_* keys are added: the best score
+    over no-answer thresholds and that threshold. `span_preds` (each question's best non-empty
+    answer) lets that sweep admit every question: with `preds` alone, one already answered "" scores
+    nothing when admitted, so thresholds above the one that made `preds` are never found."""
+    has_answer = {qa["id"]: bool(qa["answers"]) for qa in _questions(articles)}
+    if not has_answer:
+        raise ValueError("the data has no questions, so there is nothing to score.")
+    missing = [q for q in has_answer if q not in preds or (span_preds is not None and q not in span_preds)]
+    if missing:
+        raise ValueError(f"{len(missing)} questions have no prediction, e.g. {missing[:3]}; every question in "
+                         "the data file needs one (\"\" for no answer).")
+    exact_raw, f1_raw = _raw_scores(articles, preds)
     thresholded = na_probs if na_probs is not None else {q: 0.0 for q in preds}
 
     def apply_threshold(raw):
@@ -109,8 +118,10 @@ def evaluate(articles: List[dict], preds: Dict[str, str], na_probs: Optional[Dic
         if qids:
             out.update({f"{prefix}_{k}": v for k, v in _summary(exact, f1, qids).items()})
     if na_probs is not None:
-        out["best_exact"], out["best_exact_thresh"] = _best_threshold(preds, exact_raw, na_probs, has_answer)
-        out["best_f1"], out["best_f1_thresh"] = _best_threshold(preds, f1_raw, na_probs, has_answer)
+        sweep = span_preds if span_preds is not None else preds
+        sweep_exact, sweep_f1 = (exact_raw, f1_raw) if span_preds is None else _raw_scores(articles, span_preds)
+        out["best_exact"], out["best_exact_thresh"] = _best_threshold(sweep, sweep_exact, na_probs, has_answer)
+        out["best_f1"], out["best_f1_thresh"] = _best_threshold(sweep, sweep_f1, na_probs, has_answer)
     return out
 
 

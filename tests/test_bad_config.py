@@ -108,6 +108,8 @@ CASES = [
     ("lock timeout word", {"data.cache_lock_timeout": "long"}, ["data.cache_lock_timeout", "not a number"]),
     ("workers zero", {"data.feature_workers": 0}, ["data.feature_workers", ">= 1"]),
     ("data typo", {"data.trian_file": "x.json"}, ["data.trian_file", "did you mean train_file"]),
+    ("max train examples zero", {"data.max_train_examples": 0}, ["data.max_train_examples", ">= 1"]),
+    ("max eval examples word", {"data.max_eval_examples": "all"}, ["data.max_eval_examples", '"all"', "not a number"]),
     ("slots zero", {"resources.slots_per_trial": 0}, ["resources.slots_per_trial", ">= 1"]),
     ("slots word", {"resources.slots_per_trial": "two"}, ["resources.slots_per_trial", '"two"']),
 ]

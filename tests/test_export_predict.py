@@ -106,9 +106,9 @@ def test_export_loads_in_the_question_answering_pipeline(trained, tmp_path):
     # export_hf_model (on in the local configs) puts the same loadable copy in every checkpoint.
     assert results["export"] == results["checkpoint"]
     got = results["export"]
-    for key, threshold in (("one", "0"), ("span", "1e9")):  # the model's threshold; one that forces a span
+    for key, threshold in (("one", []), ("span", ["--threshold", "1e9"])):  # the model's threshold; one forcing a span
         expected = cli(os.path.join(ROOT, "predict.py"), str(out), "--question", QUESTION[0], "--context", QUESTION[1],
-                       "--threshold", threshold)
+                       *threshold)
         assert got[key]["answer"] == expected["answer"]
     assert got["listed"] == [got["one"], got["one"]]
     assert len(got["top3"]) == 3 and got["top3"][0]["score"] >= got["top3"][1]["score"] >= got["top3"][2]["score"]
@@ -129,9 +129,12 @@ def test_predict_from_checkpoint_or_export_agree(trained):
 
 
 def test_evaluation_only_run_reproduces_trial_metrics(trained, squad_files):
+    """At the config's threshold (0) an evaluation-only run gives the trial's own metrics and answers;
+    by default it uses the threshold tuned on that validation, which scores its best_f1."""
     metrics, checkpoint, tmp = trained
     out = tmp / "eval"
-    again = cli(os.path.join(ROOT, "predict.py"), checkpoint, "--file", squad_files[1], "--out", str(out))
+    again = cli(os.path.join(ROOT, "predict.py"), checkpoint, "--file", squad_files[1], "--out", str(out),
+                "--threshold", "0")
     for name in ("predictions.json", "nbest_predictions.json", "null_odds.json", "metrics.json"):
         assert (out / name).is_file()
     assert json.loads((out / "metrics.json").read_text()) == again
@@ -139,6 +142,27 @@ def test_evaluation_only_run_reproduces_trial_metrics(trained, squad_files):
         assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
     trial_predictions = json.loads(open(os.path.join(checkpoint, "predictions", "predictions.json")).read())
     assert json.loads((out / "predictions.json").read_text()) == trial_predictions
+    tuned = cli(os.path.join(ROOT, "predict.py"), checkpoint, "--file", squad_files[1])
+    assert tuned["f1"] == pytest.approx(metrics["best_f1"], abs=1e-6) and tuned["f1"] >= metrics["f1"]
+
+
+def test_exported_models_carry_the_threshold_tuned_on_validation(trained, tmp_path):
+    """export.py (and every checkpoint's hf/) carry best_f1_thresh of the checkpoint's validation and
+    say so; --threshold config or a number overrides it."""
+    metrics, checkpoint, _ = trained
+    from transformers import AutoConfig
+
+    carried = AutoConfig.from_pretrained(os.path.join(checkpoint, "hf")).squad_settings
+    assert carried["null_score_diff_threshold"] == pytest.approx(metrics["best_f1_thresh"])
+    assert carried["null_score_diff_threshold_source"].startswith("tuned on the validation after batch 30")
+    for choice, value, source in ((None, metrics["best_f1_thresh"], "tuned"), ("config", 0.0, "the config's"),
+                                  ("-1.5", -1.5, "given when exported")):
+        out = tmp_path / f"export-{choice}"
+        report = cli(os.path.join(ROOT, "export.py"), checkpoint, str(out), *(["--threshold", choice] if choice else []))
+        assert report["null_score_diff_threshold"] == pytest.approx(value)
+        assert report["null_score_diff_threshold_source"].startswith(source)
+        written = json.loads((out / "config.json").read_text())["squad_settings"]
+        assert written["null_score_diff_threshold"] == pytest.approx(value)
 
 
 def test_determined_loader_rebuilds_the_trial_offline(trained, tmp_path):
@@ -230,6 +254,7 @@ EXPORT_CASES = [
     ("out is a file", ["{checkpoint}", "{keep_file}"], 2, "exists and is not a directory"),
     ("out holds other files", ["{checkpoint}", "{keep_dir}"], 2, "is not an earlier export"),
     ("no out", ["{checkpoint}"], 2, "the following arguments are required: out_dir"),
+    ("threshold word", ["{checkpoint}", "{root}/out5", "--threshold", "fast"], 2, "give tuned, config or a number"),
 ]
 
 

@@ -171,3 +171,18 @@ def test_sharded_optimizer_matches_unsharded_and_resumes(tmp_path, squad_files, 
     c = weights(resumed)
     for name in b:
         torch.testing.assert_close(b[name], c[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_quick_run_on_the_first_questions(tmp_path, squad_files, tiny_model):
+    """data.max_train_examples / max_eval_examples: the first N questions only, scored on the kept
+    ones; part of the cache key, so the full files' features are never mistaken for them."""
+    path = write_config(tmp_path, squad_files, tiny_model, max_batches=2)
+    config = yaml.safe_load(open(path))
+    config["data"].update(max_train_examples=40, max_eval_examples=30, cache_dir=str(tmp_path / "cache"))
+    (tmp_path / "quick.yaml").write_text(yaml.safe_dump(config))
+    metrics, log = run(["--config", str(tmp_path / "quick.yaml")], tmp_path / "out")
+    assert metrics["total"] == 30
+    assert "keeping the first 40 of 400 questions" in log and "keeping the first 30 of 120 questions" in log
+    predictions = json.loads((tmp_path / "out" / "predictions" / "batch_2" / "predictions.json").read_text())
+    assert len(predictions) == 30
+    assert len(os.listdir(tmp_path / "cache" / "features")) == 4  # 2 entries + their lock files
