@@ -289,7 +289,8 @@ def data_section(raw: Any, problems: List[str]) -> Dict[str, Any]:
                             "container_path of the bind mount holding the shared cache (for example /mnt/data)")
         elif not os.path.isdir(path):
             problems.append(f"data.bind_mount_path: {path} does not exist here; on a cluster it must be a bind_mounts "
-                            "container_path, locally set data.use_bind_mount: false and data.cache_dir")
+                            "container_path; locally set data.use_bind_mount: false and data.cache_dir (or give data.py "
+                            "prepare --cache-dir the network filesystem's host path)")
     return typed
 
 

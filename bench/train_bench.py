@@ -152,44 +152,78 @@ def squad_lengths(n_questions=3000, seed=5):
         return data.featurize(examples, tokenizer, data.FeatureSpec(384, 128, 64), training=True)["lengths"]
 
 
+def spread_pairs(batches, key, rounds):
+    """2 x rounds batches evenly spaced over the quantiles of `key`, paired low with high (round r:
+    quantiles r and 2 rounds - 1 - r), so each round's pair is about an average pair."""
+    order = sorted(batches, key=key)
+    picks = [order[int((k + 0.5) * len(order) / (2 * rounds))] for k in range(2 * rounds)]
+    return [(picks[r], picks[-1 - r]) for r in range(rounds)]
+
+
+def spread(values):
+    q25, q50, q75 = np.percentile(values, [25, 50, 75])
+    return {"median": round(float(q50), 3), "min": round(float(np.min(values)), 3),
+            "max": round(float(np.max(values)), 3), "q25": round(float(q25), 3), "q75": round(float(q75), 3),
+            "iqr": round(float(q75 - q25), 3)}
+
+
 def cmd_bucketing(args, device):
+    """Pad-to-384 against length-bucketed steps, interleaved so that other jobs on the machine hit
+    both alike: each of --steps rounds runs padded, bucketed, bucketed, padded (a linear drift in
+    speed cancels), and the result is the median over rounds of bucketed / padded, with its spread.
+    On a CPU one thread: with two, every parallel operation waits for the thread other jobs delayed,
+    which costs the short bucketed steps proportionally more and biases the ratio toward 1."""
     import data
 
+    if device.type == "cpu":
+        torch.set_num_threads(1)
     lengths = squad_lengths().astype(np.int64)
     model, config = build_model(args.shape, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     rng = np.random.default_rng(0)
-    n_batches = args.steps + 2
+    rounds = args.steps
 
-    def make(batches_idx, pad_to_max):
-        out, real, computed = [], 0, 0
-        for idx in batches_idx[:n_batches]:
-            lens = lengths[idx]
-            width = 384 if pad_to_max else int(np.ceil(lens.max() / 8) * 8)
-            mask = (np.arange(width)[None, :] < lens[:, None]).astype(np.int64)
-            ids = torch.randint(5, config.vocab_size, (len(idx), width), device=device)
-            out.append((ids, torch.from_numpy(mask).to(device)))
-            real, computed = real + lens.sum(), computed + len(idx) * width
-        return out, real / computed
+    def step(idx, pad_to_max):
+        """Seconds of one training step on the features `idx`, its real and its computed tokens."""
+        lens = lengths[idx]
+        width = 384 if pad_to_max else int(np.ceil(lens.max() / 8) * 8)
+        mask = torch.from_numpy((np.arange(width)[None, :] < lens[:, None]).astype(np.int64)).to(device)
+        ids = torch.randint(5, config.vocab_size, (len(idx), width), device=device)
+        seconds = time_steps(model, [(ids, mask)], device, args.amp, optimizer, warmup=0)
+        return seconds, int(lens.sum()), len(idx) * width
 
-    random_batches = [rng.choice(len(lengths), args.batch, replace=False) for _ in range(n_batches)]
-    bucketed = [b for b in data.LengthBucketBatchSampler(lengths, args.batch, seed=0) if len(b) == args.batch]
-    bucketed = [bucketed[i] for i in rng.permutation(len(bucketed))]
-    padded_batches, eff_padded = make(random_batches, pad_to_max=True)
-    bucket_batches, eff_bucketed = make(bucketed, pad_to_max=False)
+    # Timed batches spread over the range: padded ones by real tokens, bucketed ones by width.
+    random_batches = [rng.choice(len(lengths), args.batch, replace=False) for _ in range(max(200, 2 * rounds))]
+    bucketed = [np.array(b) for b in data.LengthBucketBatchSampler(lengths, args.batch, seed=0) if len(b) == args.batch]
+    padded_pairs = spread_pairs(random_batches, lambda b: lengths[b].sum(), rounds)
+    bucket_pairs = spread_pairs(bucketed, lambda b: lengths[b].max(), rounds)
     # Padding efficiency over a whole epoch, not only the timed batches.
     eff_epoch = lengths.sum() / sum(len(b) * np.ceil(lengths[b].max() / 8) * 8
                                     for b in data.LengthBucketBatchSampler(lengths, args.batch, seed=1))
-    padded_s = time_steps(model, padded_batches, device, args.amp, optimizer)
-    bucketed_s = time_steps(model, bucket_batches, device, args.amp, optimizer)
+
+    for p, b in zip(padded_pairs[0], bucket_pairs[0]):  # warmup: 2 steps of each, not timed
+        step(p, True)
+        step(b, False)
+    per_round = []  # rounds x (padded, bucketed) x (seconds, real tokens, computed tokens), 2 steps each
+    for (p1, p2), (b1, b2) in zip(padded_pairs, bucket_pairs):
+        p, b, b_, p_ = step(p1, True), step(b1, False), step(b2, False), step(p2, True)
+        per_round.append([np.add(p, p_), np.add(b, b_)])
+    per_round = np.array(per_round, dtype=np.float64)
+    examples_per_s = 2 * args.batch / per_round[:, :, 0]
+    tokens_per_s = per_round[:, :, 1] / per_round[:, :, 0]
+    efficiency = per_round[:, :, 1].sum(0) / per_round[:, :, 2].sum(0)
     return {"device": "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device), "shape": args.shape,
             "batch": args.batch, "amp": args.amp, "features": int(len(lengths)),
             "mean_feature_length": round(float(lengths.mean()), 1),
-            "padded_examples_per_s": round(args.batch / padded_s, 3),
-            "bucketed_examples_per_s": round(args.batch / bucketed_s, 3),
-            "speedup": round(padded_s / bucketed_s, 2),
-            "padding_efficiency_padded": round(float(eff_padded), 3),
-            "padding_efficiency_bucketed": round(float(eff_bucketed), 3),
+            "rounds": rounds, "round_order": "padded, bucketed, bucketed, padded", "torch_threads": torch.get_num_threads(),
+            "speedup_examples_per_s": spread(examples_per_s[:, 1] / examples_per_s[:, 0]),
+            "speedup_tokens_per_s": spread(tokens_per_s[:, 1] / tokens_per_s[:, 0]),
+            "padded_examples_per_s": round(float(np.median(examples_per_s[:, 0])), 3),
+            "bucketed_examples_per_s": round(float(np.median(examples_per_s[:, 1])), 3),
+            "padded_tokens_per_s": round(float(np.median(tokens_per_s[:, 0])), 1),
+            "bucketed_tokens_per_s": round(float(np.median(tokens_per_s[:, 1])), 1),
+            "padding_efficiency_padded": round(float(efficiency[0]), 3),
+            "padding_efficiency_bucketed": round(float(efficiency[1]), 3),
             "padding_efficiency_bucketed_epoch": round(float(eff_epoch), 3)}
 
 
