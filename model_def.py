@@ -134,6 +134,8 @@ class SquadEvaluator:
     def __init__(self, features: data.Features, validation_path: str, hp: Dict[str, Any], owned: np.ndarray):
         self.features, self.validation_path, self.hp, self.owned = features, validation_path, hp, owned
         self.out_dir: Optional[str] = None  # where the next validation writes its files (chief)
+        self.step = 0  # the batch the next validation follows
+        self.tensorboard = None  # the chief's SummaryWriter factory, for the curves
         self.last_dir: Optional[str] = None
         self.articles: Optional[list] = None  # the validation file's gold answers, read at the first validation
 
@@ -167,9 +169,20 @@ class SquadEvaluator:
             self.articles = [{"paragraphs": [{"qas": questions}]}]
         metrics = squad_eval.evaluate(self.articles, predictions, null_odds, self.hp["null_score_diff_threshold"],
                                       span_preds=postprocess.best_spans(nbest))
+        curves = squad_eval.precision_recall(self.articles, predictions, null_odds)
+        metrics.update(squad_eval.pr_metrics(curves))
         if self.out_dir:
             postprocess.write_predictions(self.out_dir, predictions, nbest, null_odds, metrics)
-            logger.info("wrote predictions.json, nbest_predictions.json, null_odds.json, metrics.json to %s", self.out_dir)
+            # The official evaluation's pictures, beside the predictions and in TensorBoard.
+            figures = squad_eval.figures(self.articles, null_odds, curves)
+            squad_eval.write_figures(self.out_dir, figures)
+            logger.info("wrote predictions.json, nbest_predictions.json, null_odds.json, metrics.json and %s to %s",
+                        ", ".join(figures), self.out_dir)
+            if self.tensorboard is not None:
+                writer = self.tensorboard()
+                for name, figure in figures.items():
+                    writer.add_image(f"squad/{name[:-4]}", squad_eval.figure_rgb(figure), self.step, dataformats="HWC")
+                writer.flush()
             self.last_dir = self.out_dir
         return metrics
 
@@ -291,6 +304,8 @@ class SquadTrial(pytorch.PyTorchTrial):
             context.get_per_slot_batch_size(), replicas=context.distributed.size)
         self.evaluator = SquadEvaluator(self.eval_features, data.fetch(data_conf["validation_file"], data.cache_root(data_conf)),
                                         hp, self.eval_sampler.owned(context.distributed.rank))
+        if context.distributed.rank == 0:
+            self.evaluator.tensorboard = context.get_tensorboard_writer
         self.logits = context.wrap_reducer(LogitsReducer(self.evaluator, context.distributed), for_training=False)
         self.grad_norm = 0.0  # gradient norm at the last optimizer step (NaN is not valid JSON for the master)
         self.last_batch_end: Optional[float] = None
@@ -333,6 +348,7 @@ class SquadTrial(pytorch.PyTorchTrial):
     def evaluate_batch(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> Dict[str, Any]:
         if batch_idx == 0 and self.context.distributed.rank == 0:
             self.evaluator.out_dir = os.path.join(self.predictions_dir, f"batch_{self.batches_trained}")
+            self.evaluator.step = self.batches_trained
         feature_index = batch.pop("feature_index")
         with self.autocast():
             out = self.model(**batch)

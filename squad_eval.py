@@ -1,18 +1,23 @@
 """SQuAD 2.0 metrics with the official evaluation script's definitions and interface.
 
     python squad_eval.py DATA.json PRED.json [--na-prob-file NA.json] [--na-prob-thresh 1.0] [-o OUT.json]
+                         [--out-image-dir DIR]
 
 Definitions (SQuAD 2.0 official v2.0 script): answers are normalized (lower case, punctuation and
 the articles a/an/the removed, whitespace collapsed); a question is answerable when its `answers`
 list is non-empty; gold answers that normalize to nothing are dropped and an unanswerable
 question's only gold answer is ""; exact and F1 are the maximum over gold answers; a question whose
 no-answer probability exceeds the threshold counts as answered with "". Scores are percentages.
+With --na-prob-file, --out-image-dir (-p) adds pr_exact_ap, pr_f1_ap and pr_oracle_ap and draws the
+precision-recall curves and no-answer histograms there (see `pr_curve`; needs matplotlib).
 
 Every mistake in the command's arguments or files ends as one `error: ...` line on stderr with exit
 code 2 (bad arguments) or 1 (a bad or unreadable file); the output file is written atomically.
 """
 import argparse
 import collections
+import importlib.util
+import io
 import json
 import math
 import os
@@ -123,6 +128,143 @@ def evaluate(articles: List[dict], preds: Dict[str, str], na_probs: Optional[Dic
         out["best_exact"], out["best_exact_thresh"] = _best_threshold(sweep, sweep_exact, na_probs, has_answer)
         out["best_f1"], out["best_f1_thresh"] = _best_threshold(sweep, sweep_f1, na_probs, has_answer)
     return out
+
+
+# Precision-recall analysis: the official script's --out-image-dir (curves, AP, histograms).
+
+def pr_curve(scores: Dict[str, float], na_probs: Dict[str, float], has_answer: Dict[str, bool]):
+    """(AP in percent, precisions, recalls) of the official curve. Questions are admitted in order of
+    rising no-answer probability (ties keep `na_probs`' order); an answerable one adds its score to
+    the true positives. After the last question of each distinct probability (where a threshold can
+    fall) a point is taken: precision = true positives / questions admitted, recall = true positives
+    / answerable questions. The curve starts at precision 1, recall 0; AP is the sum over points of
+    precision times the recall gained."""
+    order = sorted((q for q in na_probs if q in has_answer), key=na_probs.get)
+    positives = sum(has_answer.values())
+    true_pos = ap = 0.0
+    precisions, recalls = [1.0], [0.0]
+    for i, qid in enumerate(order):
+        if has_answer[qid]:
+            true_pos += scores[qid]
+        if i + 1 < len(order) and na_probs[order[i + 1]] == na_probs[qid]:
+            continue  # no threshold separates equal probabilities
+        precision, recall = true_pos / (i + 1), true_pos / positives
+        ap += precision * (recall - recalls[-1])
+        precisions.append(precision)
+        recalls.append(recall)
+    return 100.0 * ap, precisions, recalls
+
+
+def precision_recall(articles: List[dict], preds: Dict[str, str], na_probs: Dict[str, float]):
+    """{"exact", "f1", "oracle"} -> pr_curve's (AP, precisions, recalls), or {} when no question is
+    answerable (the official script then adds no AP). exact and F1 score each question's prediction
+    with no threshold applied; oracle scores 1 for every answerable question. The official script
+    passes the final predictions; each question's best non-empty answer credits also the answerable
+    questions that the threshold answered with ""."""
+    has_answer = {qa["id"]: bool(qa["answers"]) for qa in _questions(articles)}
+    missing = [q for q in has_answer if q not in preds or q not in na_probs]
+    if missing:
+        raise ValueError(f"{len(missing)} questions have no prediction or no-answer probability, e.g. {missing[:3]}")
+    if not any(has_answer.values()):
+        return {}
+    exact_raw, f1_raw = _raw_scores(articles, preds)
+    oracle = {q: float(has) for q, has in has_answer.items()}
+    return {name: pr_curve(scores, na_probs, has_answer)
+            for name, scores in (("exact", exact_raw), ("f1", f1_raw), ("oracle", oracle))}
+
+
+def pr_metrics(curves) -> Dict[str, float]:
+    """The official metric keys of precision_recall's curves: pr_exact_ap, pr_f1_ap, pr_oracle_ap."""
+    return {f"pr_{name}_ap": curve[0] for name, curve in curves.items()}
+
+
+def figures(articles: List[dict], na_probs: Dict[str, float], curves) -> dict:
+    """The official figures as matplotlib Figures keyed by file name: pr_exact.png, pr_f1.png and
+    pr_oracle.png (one per curve), na_prob_hist_hasAns.png and na_prob_hist_noAns.png (where there
+    are such questions): 20 bins over [0, 1], bars the share of the group. Scores outside [0, 1]
+    (this project's null_odds) get bins from their 1st to 99th percentile, the rest clipped into
+    the end bins. Drawn on Agg canvases without pyplot: no global state changes."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    def new_axes(name, title, xlabel, ylabel):
+        fig = Figure(figsize=(5, 4), dpi=100)
+        FigureCanvasAgg(fig)
+        out[name] = fig
+        ax = fig.add_subplot()
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        return ax
+
+    out = {}
+    names = {"exact": "exact match", "f1": "F1", "oracle": "oracle (answerable or not)"}
+    for name, (ap, precisions, recalls) in curves.items():
+        ax = new_axes(f"pr_{name}.png", f"Precision-recall, {names[name]}: AP {ap:.2f}", "Recall", "Precision")
+        ax.step(recalls, precisions, where="post", color="b", alpha=0.2)
+        ax.fill_between(recalls, precisions, step="post", color="b", alpha=0.2)
+        ax.set(xlim=(0.0, 1.05), ylim=(0.0, 1.05))
+    has_answer = {qa["id"]: bool(qa["answers"]) for qa in _questions(articles)}
+    values = [na_probs[q] for q in has_answer]
+    low, high, xlabel = 0.0, 1.0, "No-answer probability"
+    if not all(0.0 <= v <= 1.0 for v in values):
+        low, high = (float(v) for v in np.percentile(values, [1, 99]))
+        xlabel = "No-answer score (1st to 99th percentile)"
+    for label, wanted, group in (("hasAns", True, "answerable"), ("noAns", False, "unanswerable")):
+        x = np.clip([na_probs[q] for q, has in has_answer.items() if has == wanted], low, high)
+        if len(x):
+            ax = new_axes(f"na_prob_hist_{label}.png", f"No-answer scores of {len(x)} {group} questions",
+                          xlabel, "Share of the questions")
+            ax.hist(x, bins=20, range=(low, high), weights=np.full(len(x), 1.0 / len(x)))
+    return out
+
+
+def figure_png(fig) -> bytes:
+    """A figure from `figures` as PNG bytes."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def figure_rgb(fig):
+    """A figure from `figures` as a (height, width, 3) uint8 array (TensorBoard's add_image, HWC)."""
+    import numpy as np
+
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def write_figures(out_dir: str, figs: dict) -> List[str]:
+    """Writes each figure as PNG into `out_dir`, created if missing as the official script does, and
+    returns the paths. All are rendered first, then written to temp files and renamed: an error
+    (UserError) leaves no partial or temp file and no directory made here."""
+    pngs = {name: figure_png(fig) for name, fig in figs.items()}
+    missing, parent = [], os.path.abspath(out_dir)
+    while not os.path.lexists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    made, temps = [], []
+    try:
+        for path in reversed(missing):
+            os.mkdir(path)
+            made.append(path)
+        for name, data in pngs.items():
+            temp = os.path.join(out_dir, f".{name}.{os.getpid()}.tmp")
+            with open(temp, "xb") as f:
+                temps.append(temp)
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for temp, name in zip(temps, pngs):
+            os.replace(temp, os.path.join(out_dir, name))
+    except OSError as err:
+        for path in temps + made[::-1]:
+            try:
+                os.rmdir(path) if path in made else os.remove(path)
+            except OSError:
+                pass
+        raise settings.UserError(f"{out_dir}: cannot write the images: {err.strerror or err}; "
+                                 "choose a writable --out-image-dir") from None
+    return [os.path.join(out_dir, name) for name in pngs]
 
 
 def _describe(value) -> str:
@@ -299,6 +441,20 @@ def _write_atomically(target: str, text: str, shown: str) -> None:
         raise settings.UserError(f"{shown}: cannot write the output file: {err.strerror or err}") from None
 
 
+def _check_image_dir(out_dir: str) -> None:
+    """Before any work: matplotlib is there and `out_dir` is, or can be made, a writable directory."""
+    if importlib.util.find_spec("matplotlib") is None:  # found, not imported: no work before the checks
+        raise settings.UserError("--out-image-dir needs matplotlib, which is not installed: pip install matplotlib")
+    existing = os.path.abspath(out_dir)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise settings.UserError(f"{out_dir}: {existing} is not a directory; choose another --out-image-dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise settings.UserError(f"{out_dir}: cannot write the images in {existing}: permission denied; "
+                                 "choose a writable --out-image-dir")
+
+
 def main(argv=None) -> None:
     parser = settings.ArgumentParser(description="SQuAD 2.0 evaluation (official script's interface).")
     parser.add_argument("data_file", type=_path, help="SQuAD JSON, e.g. dev-v2.0.json")
@@ -307,7 +463,14 @@ def main(argv=None) -> None:
     parser.add_argument("--na-prob-file", "-n", type=_path, help="null_odds.json: question id -> no-answer score")
     parser.add_argument("--na-prob-thresh", "-t", type=_finite_float, default=1.0,
                         help='predict "" where the no-answer score exceeds this (default 1.0)')
+    parser.add_argument("--out-image-dir", "-p", type=_path, metavar="DIR",
+                        help="add pr_*_ap to the metrics and save precision-recall curves and no-answer "
+                             "histograms (PNG) here; needs --na-prob-file and matplotlib")
     args = parser.parse_args(argv)
+    if args.out_image_dir is not None:
+        if args.na_prob_file is None:
+            parser.error("--out-image-dir needs --na-prob-file: the curves order questions by it")
+        _check_image_dir(args.out_image_dir)
     target = None
     if args.out_file is not None:
         target = _out_target(args.out_file, [args.data_file, args.pred_file, args.na_prob_file])
@@ -322,6 +485,10 @@ def main(argv=None) -> None:
         _check_mapping(na_probs, args.na_prob_file, "no-answer probability", qids, args.data_file,
                        _is_finite_number, "a finite number")
     metrics = evaluate(articles, preds, na_probs, args.na_prob_thresh)
+    if args.out_image_dir is not None:
+        curves = precision_recall(articles, preds, na_probs)
+        metrics.update(pr_metrics(curves))
+        write_figures(args.out_image_dir, figures(articles, na_probs, curves))
     if target is not None:
         _write_atomically(target, json.dumps(metrics, allow_nan=False), args.out_file)
     else:

@@ -72,6 +72,17 @@ def test_local_run_reports_metrics_and_writes_outputs(tmp_path, squad_files, tin
     assert {"Determined/loss", "Determined/grad_norm", "Determined/tokens_per_s", "Determined/val_f1",
             "Determined/val_best_f1"} <= tags
     assert events.Scalars("Determined/val_f1")[-1].value == pytest.approx(metrics["f1"])
+    # The official evaluation's curves and histograms: metrics, PNGs beside the predictions, TensorBoard images.
+    assert {"pr_exact_ap", "pr_f1_ap", "pr_oracle_ap"} <= set(metrics) and "Determined/val_pr_f1_ap" in tags
+    for name in ("pr_exact", "pr_f1", "pr_oracle", "na_prob_hist_hasAns", "na_prob_hist_noAns"):
+        assert (predictions / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"squad/{name}" in events.Tags()["images"]
+    # The same APs as the evaluation program gives on the written files.
+    cli = subprocess.run([sys.executable, os.path.join(ROOT, "squad_eval.py"), squad_files[1], str(predictions / "predictions.json"),
+                          "-n", str(predictions / "null_odds.json"), "-p", str(tmp_path / "images")],
+                         capture_output=True, text=True, timeout=120)
+    official = json.loads(cli.stdout)
+    assert all(official[k] == pytest.approx(metrics[k]) for k in ("pr_exact_ap", "pr_f1_ap", "pr_oracle_ap"))
     (final,) = checkpoints(out)[6]
     # The final validation's predictions reach checkpoint storage in the final checkpoint.
     assert json.loads(open(os.path.join(final, "predictions", "predictions.json")).read()) == \
