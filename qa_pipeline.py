@@ -10,6 +10,7 @@ pipeline answers exactly as evaluation and predict.py do: the same windows, n-be
 null-score threshold, from the settings the model was trained with (`squad_settings` in config.json).
 trust_remote_code=True is transformers' switch for running code that ships with a model directory.
 """
+import collections
 import os
 import shutil
 
@@ -39,12 +40,37 @@ def save(model, tokenizer, settings: dict, out_dir: str, weights: bool = True) -
         shutil.copyfile(os.path.join(here, name), os.path.join(out_dir, name))
 
 
+class RecentContexts:
+    """The tokens of the contexts asked about last (featurize_batch's context_cache), at most
+    `max_tokens` of them: questions about one context, in one list or call after call, tokenize
+    it once."""
+
+    def __init__(self, max_tokens: int = 1 << 20):
+        self.max_tokens, self.tokens, self.entries = max_tokens, 0, collections.OrderedDict()
+
+    def get(self, context: str):
+        found = self.entries.get(context)
+        if found is not None:
+            self.entries.move_to_end(context)
+        return found
+
+    def __setitem__(self, context: str, tokens) -> None:
+        self.entries[context] = tokens
+        self.tokens += len(tokens[0])
+        while self.tokens > self.max_tokens and len(self.entries) > 1:
+            self.tokens -= len(self.entries.popitem(last=False)[1][0])
+
+
 class SquadQAPipeline(Pipeline):
     """question + context → {"answer", "score", "start", "end"}: the answer text, its probability
     among the n-best candidates and the no-answer, and its character span in the context. The answer
     is "" (start = end = 0) when the no-answer score beats the best span by more than the threshold.
     `top_k=N` returns the N best candidates instead (the no-answer among them, as ""). Inputs:
     question=, context=; or a {"question", "context"} dict; or a list of such dicts."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.recent_contexts = RecentContexts()
 
     def __call__(self, inputs=None, *, question=None, context=None, **kwargs):
         if question is not None or context is not None:
@@ -65,7 +91,8 @@ class SquadQAPipeline(Pipeline):
         s = self.model.config.squad_settings
         spec = FeatureSpec(s["max_seq_length"], s["doc_stride"], s["max_query_length"], s["token_type_ids"])
         examples = Examples(["q"], [inputs["question"]], [inputs["context"]], [0], [-1], [""], [False])
-        arrays = featurize_batch(examples, 0, 1, self.tokenizer, spec, training=False)
+        arrays = featurize_batch(examples, 0, 1, self.tokenizer, spec, training=False,
+                                 context_cache=self.recent_contexts)
         batch = Collator(arrays)(range(len(arrays["input_ids"])))
         del batch["feature_index"]
         return {"batch": batch, "offsets": arrays["offsets"], "context": inputs["context"]}

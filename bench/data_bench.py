@@ -1,14 +1,19 @@
 """Feature-cache benchmark (not a test): cold build, cache size, warm load, against a baseline
 measured in the same run. Prints one JSON object on its last line.
 
-    python bench/data_bench.py [--questions 130000] [--workers N] [--model DIR]
+    python bench/data_bench.py [--questions 130000] [--workers N] [--model DIR] [--filler 4 7]
 
-Corpus: generated SQuAD 2.0-format questions (tools/make_squad_data.py). Tokenizer: the tiny
-model's (tools/make_tiny_model.py) unless --model names another. Settings: max_seq_length 384,
+Corpus: generated SQuAD 2.0-format questions (tools/make_squad_data.py; --filler: how many filler
+sentences a paragraph has, 3 19 for SQuAD-shaped lengths). Tokenizer: the tiny model's
+(tools/make_tiny_model.py) unless --model names another. Settings: max_seq_length 384,
 doc_stride 128, max_query_length 64, as in the shipped configs.
 
 Baseline: the same features built the straightforward way, as Hugging Face's run_qa.py does:
-one process, the fast tokenizer in batches of 1,000, labels in a Python loop over features.
+one process, the fast tokenizer on (question, context) pairs in batches of 1,000, labels in a
+Python loop over features. The build tokenizes each distinct context of a batch once
+(`context_once`: false when the tokenizer's pair layout could not be read and the build took the
+pair tokenizer's path too); `features_match_pair_path` checks its first batches byte for byte
+against that path.
 """
 import argparse
 import dataclasses
@@ -106,6 +111,8 @@ def main():
     parser.add_argument("--questions", type=int, default=130000)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--model", help="tokenizer directory or name (default: a freshly built tiny model)")
+    parser.add_argument("--filler", type=int, nargs=2, default=(4, 7), metavar=("LO", "HI"),
+                        help="filler sentences per generated paragraph (default: 4 7, the demo's)")
     args = parser.parse_args()
     import make_squad_data
     import make_tiny_model
@@ -114,7 +121,7 @@ def main():
         model = args.model or make_tiny_model.build(os.path.join(tmp, "tiny"))
         source = os.path.join(tmp, "train.json")
         with open(source, "w") as f:
-            json.dump(make_squad_data.make_dataset(args.questions, 11, 1, "bench"), f)
+            json.dump(make_squad_data.make_dataset(args.questions, 11, 1, "bench", filler=tuple(args.filler)), f)
         cache = os.path.join(tmp, "cache")
         fmt = dict(root=ROOT, model=model, source=source, cache=cache, workers=args.workers,
                    spec=dataclasses.astuple(SPEC))
@@ -132,8 +139,14 @@ def main():
         built = data._load_entry(entry)
         labels_match = bool(np.array_equal(base_start, built.arrays["start_positions"])
                             and np.array_equal(base_end, built.arrays["end_positions"]))
+        pair_path = [qa_features.featurize_batch_pairs(examples, lo, min(lo + 1000, len(examples)), tokenizer, SPEC,
+                                                       training=True)
+                     for lo in range(0, min(len(examples), 3000), 1000)]
+        rows = sum(len(p["input_ids"]) for p in pair_path)
+        features_match = all(np.concatenate([p[k] for p in pair_path]).tobytes() == built.arrays[k][:rows].tobytes()
+                             for k in pair_path[0])
     result = {
-        "questions": args.questions, "features": cold["features"], "workers": args.workers,
+        "questions": args.questions, "filler": list(args.filler), "features": cold["features"], "workers": args.workers,
         "build_questions_per_s": round(args.questions / cold["seconds"], 1),
         "baseline_questions_per_s": round(args.questions / baseline_s, 1),
         "speedup": round(baseline_s / cold["seconds"], 2),
@@ -143,6 +156,8 @@ def main():
         "warm_rss_mb": round(warm["rss_delta_mb"], 1),
         "warm_process_rss_mb": round(warm["rss_mb"], 1),
         "labels_match_baseline": labels_match,
+        "context_once": qa_features.pair_template(tokenizer) is not None,
+        "features_match_pair_path": features_match,
     }
     print(json.dumps(result))
 
