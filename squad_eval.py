@@ -215,6 +215,8 @@ def figures(articles: List[dict], na_probs: Dict[str, float], curves) -> dict:
             ax = new_axes(f"na_prob_hist_{label}.png", f"No-answer scores of {len(x)} {group} questions",
                           xlabel, "Share of the questions")
             ax.hist(x, bins=20, range=(low, high), weights=np.full(len(x), 1.0 / len(x)))
+    for fig in out.values():
+        fig.tight_layout()  # keeps the axis labels inside the picture
     return out
 
 
