@@ -34,7 +34,8 @@ def load_checkpoint(checkpoint_dir: str) -> Tuple[torch.nn.Module, Any, Dict[str
                                  "(det checkpoint download UUID) or an exported model directory")
     try:
         with open(os.path.join(checkpoint_dir, "load_data.json")) as f:
-            hp = settings.hyperparameters(json.load(f)["hparams"])
+            # Only the model's settings matter here: a checkpoint written under older rules still loads.
+            hp = settings.hyperparameters(json.load(f)["hparams"] or {}, problems=[])
         source = model_def.checkpoint_model_source(checkpoint_dir, hp)
         model = AutoModelForQuestionAnswering.from_config(AutoConfig.from_pretrained(source))
         # Before torch 2.6 there is no allowlist for the NumPy RNG state Determined saves beside the

@@ -263,8 +263,10 @@ class SquadTrial(pytorch.PyTorchTrial):
     def __init__(self, context: pytorch.PyTorchTrialContext, output_dir: Optional[str] = None) -> None:
         self.context = context
         self.predictions_dir = predictions_root(output_dir)
-        self.hp = hp = settings.hyperparameters(context.get_hparams(), slots=context.distributed.size)
         if isinstance(context, pytorch.CheckpointLoadContext):
+            # Inference needs only the model's settings: a checkpoint written under older rules
+            # (say, a period the settings now reject) still loads.
+            self.hp = hp = settings.hyperparameters(context.get_hparams(), problems=[])
             # determined.pytorch.load_trial_from_checkpoint_path: the model only, for inference,
             # offline. It imports this file from the checkpoint's code/ (determined/util.py,
             # write_user_code), so the checkpoint's hf/ lies beside it; the loader then loads the weights.
@@ -278,6 +280,7 @@ class SquadTrial(pytorch.PyTorchTrial):
                 lambda state, *_: torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "module."))
             self.model = context.wrap_model(model.eval())
             return
+        self.hp = hp = settings.hyperparameters(context.get_hparams(), slots=context.distributed.size)
         data_conf = settings.data(context.get_data_config())
         features, info = data.prepare(hp, data_conf)
         self.tokenizer = info["tokenizer"]
