@@ -563,7 +563,8 @@ print(json.dumps({{"status": status}}))
 def big(shared):
     path = os.path.join(shared, "big.json")
     with open(path, "w") as f:
-        json.dump(make_squad_data.make_dataset(6000, 7, 1, "big"), f)  # 6 batches of 1,000
+        # 60 batches of 1,000: several seconds of building left after the first batch, however fast
+        json.dump(make_squad_data.make_dataset(60000, 7, 1, "big"), f)
     os.chmod(path, 0o644)
     return path
 
@@ -582,7 +583,7 @@ def test_killed_builder_leaves_debris_only_in_the_cache_and_workers_quiet(shared
     code = LOADER.format(root=ROOT, model=os.path.join(shared, "model"), source=big, cache=cache)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env(shared, work))
-    wait_for(proc, "featurized 1000/6000")
+    wait_for(proc, "featurized 1000/60000")
     proc.send_signal(signal.SIGKILL)
     _, rest = proc.communicate(timeout=120)  # EOF once every worker has gone
     assert "Traceback" not in rest and "BrokenPipeError" not in rest, rest[-3000:]
@@ -622,7 +623,7 @@ def test_interrupted_prepare_is_quiet_and_leaves_nothing(shared, work, big):
                              "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             env=env(shared, work), start_new_session=True)
     try:
-        wait_for(proc, "featurized 1000/6000")
+        wait_for(proc, "featurized 1000/60000")
         workers = children(proc.pid)
         assert len(workers) == 2
         for pid in workers:
