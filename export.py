@@ -12,7 +12,6 @@ post-processing settings it was trained and evaluated with) and tokenizer, and t
 """
 import argparse
 import json
-import math
 import os
 import pickle
 from typing import Any, Dict, Optional, Tuple
@@ -71,12 +70,9 @@ def threshold_choice(text: str):
     if text in ("tuned", "config"):
         return text
     try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r}: give tuned, config or a number")
-    return value
+        return settings.finite_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give tuned, config or a number") from None
 
 
 def check_out_dir(out_dir: str) -> None:

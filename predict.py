@@ -11,7 +11,6 @@ and the metrics are printed on the last line.
 """
 import argparse
 import json
-import math
 import os
 from typing import Any, Dict
 
@@ -73,7 +72,7 @@ def main(argv=None) -> None:
     parser.add_argument("--file", help="a SQuAD-format file: answer (and, where it has answers, score) every question")
     parser.add_argument("--out", help="with --file: where to write the predictions and metrics files")
     parser.add_argument("--nbest", type=int, default=0, help="also print the N best answers")
-    parser.add_argument("--threshold", type=float, help="null_score_diff_threshold (default: the model's)")
+    parser.add_argument("--threshold", type=settings.finite_float, help="null_score_diff_threshold (default: the model's)")
     args = parser.parse_args(argv)
     # Every usage mistake before the model is loaded or a question answered.
     if bool(args.file) == (args.question is not None or args.context is not None) \
@@ -84,8 +83,6 @@ def main(argv=None) -> None:
             parser.error(f"{flag} is empty")
     if args.nbest < 0:
         parser.error(f"--nbest {args.nbest}: give 0 or more")
-    if args.threshold is not None and not math.isfinite(args.threshold):
-        parser.error(f"--threshold {args.threshold}: give a finite number")
     if args.out and not args.file:
         parser.error("--out goes with --file")
     if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):

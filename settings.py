@@ -53,6 +53,17 @@ class ArgumentParser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see --help)")
 
 
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (float() also takes nan and inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def run_command(main: Callable, argv=None):
     """Run a command's `main(argv)`: a UserError (or an OSError naming a file: permissions, a full
     disk) ends as `error: ...` lines on stderr and exit code 1 or 2, never as a traceback."""

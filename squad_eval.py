@@ -380,16 +380,6 @@ def _check_mapping(mapping, path: str, what: str, qids: List[str], data_file: st
         print(f"warning: {path}: {extra} question ids are not in {data_file}; they are ignored", file=sys.stderr)
 
 
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
 def _path(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("empty path; give a file name")
@@ -463,7 +453,7 @@ def main(argv=None) -> None:
     parser.add_argument("pred_file", type=_path, help="predictions.json: question id -> answer text")
     parser.add_argument("--out-file", "-o", type=_path, help="write the metrics JSON here instead of stdout")
     parser.add_argument("--na-prob-file", "-n", type=_path, help="null_odds.json: question id -> no-answer score")
-    parser.add_argument("--na-prob-thresh", "-t", type=_finite_float, default=1.0,
+    parser.add_argument("--na-prob-thresh", "-t", type=settings.finite_float, default=1.0,
                         help='predict "" where the no-answer score exceeds this (default 1.0)')
     parser.add_argument("--out-image-dir", "-p", type=_path, metavar="DIR",
                         help="add pr_*_ap to the metrics and save precision-recall curves and no-answer "

@@ -229,7 +229,7 @@ PREDICT_CASES = [
     ("nothing to answer", ["{exported}"], 2, "either --question and --context"),
     ("negative nbest", ["{exported}", *Q, "--nbest", "-1"], 2, "--nbest -1"),
     ("nbest word", ["{exported}", *Q, "--nbest", "three"], 2, "invalid int value"),
-    ("threshold nan", ["{exported}", *Q, "--threshold", "nan"], 2, "--threshold nan"),
+    ("threshold nan", ["{exported}", *Q, "--threshold", "nan"], 2, "--threshold: expected a finite number, got 'nan'"),
     ("out is a file", ["{exported}", "--file", "{not_squad}", "--out", "{keep_file}"], 2, "exists and is not a directory"),
     ("out without file", ["{exported}", *Q, "--out", "{root}/new_out"], 2, "--out goes with --file"),
     ("file missing", ["{exported}", "--file", "/nonexistent/dev.json"], 1, "/nonexistent/dev.json"),
