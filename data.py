@@ -664,6 +664,16 @@ def load_tokenizer(name: str, do_lower_case: bool = True):
     return tokenizer
 
 
+def load_model_config(name: str):
+    """AutoConfig.from_pretrained, with an unreadable or missing config.json as a DataError."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{name}: cannot read the model's config.json: {str(err).splitlines()[0]}") from err
+
+
 def load_pretrained_model(name: str, **kwargs):
     """AutoModelForQuestionAnswering.from_pretrained, with a missing or incomplete model directory
     (no config, no weights) or an unreachable hub named as a UserError. A ValueError from the model
@@ -721,14 +731,9 @@ def squad_settings(hp: dict, config, metrics: Optional[dict] = None, threshold="
 
 def prepare(hp: dict, data_conf: dict, workers: Optional[int] = None) -> Tuple[dict, dict]:
     """Tokenizer + both splits' features for an experiment's settings: ({split: Features}, report)."""
-    from transformers import AutoConfig
-
     hp, data_conf = settings.hyperparameters(hp), settings.data(data_conf)
     name = hp["pretrained_model_name"]
-    try:
-        config = AutoConfig.from_pretrained(name)
-    except (OSError, ValueError) as err:
-        raise DataError(f"{name}: cannot read the model's config.json: {str(err).splitlines()[0]}") from err
+    config = load_model_config(name)
     tokenizer = load_tokenizer(name, hp["do_lower_case"])
     spec = feature_spec(hp, config.model_type, getattr(config, "type_vocab_size", 0))
     features, report = {}, {}
@@ -856,15 +861,10 @@ def main(argv=None) -> None:
             info["report"]["model_dir"] = save_model(hparams["pretrained_model_name"], args.save_model)
         print(json.dumps(info["report"]))
     else:
-        from transformers import AutoConfig
-
         hp = settings.hyperparameters({"pretrained_model_name": args.model, "max_seq_length": args.max_seq_length,
                                        "doc_stride": args.doc_stride, "max_query_length": args.max_query_length,
                                        "global_batch_size": 1})
-        try:
-            model_type = AutoConfig.from_pretrained(args.model).model_type
-        except (OSError, ValueError) as err:
-            raise DataError(f"{args.model}: cannot read the model's config.json: {str(err).splitlines()[0]}") from err
+        model_type = load_model_config(args.model).model_type
         tokenizer = load_tokenizer(args.model, not args.no_lower_case)
         print(json.dumps(audit(args.squad_file, tokenizer, feature_spec(hp, model_type))))
 
