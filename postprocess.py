@@ -7,8 +7,6 @@ A question is answered "" when null score − best span score > `null_score_diff
 difference is its entry in null_odds.json. N-best entries carry the answer's character span
 (start, end) in the context; the no-answer entry has 0, 0. Vectorized with NumPy over all features at once.
 """
-import json
-import os
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
@@ -79,17 +77,17 @@ def postprocess(example_ids: Sequence[str], contexts: Sequence[str], example_ind
     return predictions, nbest, null_odds
 
 
+def stack_logits(parts: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]]):
+    """(feature_index, start_logits, end_logits) of batches of (feature_index, start, end) whose
+    widths differ (each padded to its longest feature), as one array each: the narrower batches
+    padded with -1e4, a score no span wins with."""
+    width = max([p[1].shape[1] for p in parts], default=1)
+    index = np.concatenate([p[0] for p in parts] or [np.zeros(0, dtype=np.int64)])
+    start, end = (np.concatenate([np.pad(p[k], [(0, 0), (0, width - p[k].shape[1])], constant_values=-1e4)
+                                  for p in parts] or [np.zeros((0, width), np.float32)]) for k in (1, 2))
+    return index, start, end
+
+
 def best_spans(nbest: Dict[str, list]) -> Dict[str, str]:
     """Each question's best non-empty answer, whatever the threshold (for tuning it)."""
     return {q: next((x["text"] for x in entries if x["text"]), "") for q, entries in nbest.items()}
-
-
-def write_predictions(out_dir: str, predictions: dict, nbest: dict, null_odds: dict, metrics: dict) -> None:
-    """predictions.json, nbest_predictions.json, null_odds.json and metrics.json, each written atomically."""
-    os.makedirs(out_dir, exist_ok=True)
-    for name, obj in (("predictions.json", predictions), ("nbest_predictions.json", nbest),
-                      ("null_odds.json", null_odds), ("metrics.json", metrics)):
-        tmp = os.path.join(out_dir, f".{name}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1 if name != "nbest_predictions.json" else None)
-        os.replace(tmp, os.path.join(out_dir, name))

@@ -18,46 +18,49 @@ import numpy as np
 import torch
 
 import data
+import errors
+import models
 import postprocess
+import samplers
 import settings
 import squad_eval
+import squad_file
 
 
 def load(model_dir: str):
     """(model, tokenizer, settings) from an exported directory or a Determined checkpoint."""
     if os.path.isfile(os.path.join(model_dir, "state_dict.pth")):
-        import export
-
-        model, tokenizer, hp = export.load_checkpoint(model_dir)
+        model, tokenizer, hp = models.load_checkpoint(model_dir)
         # As export.py would: the threshold tuned on the checkpoint's validation, where it has one.
-        carried = data.squad_settings(hp, model.config, export.validation_metrics(model_dir))
+        carried = models.squad_settings(hp, model.config, models.validation_metrics(model_dir))
         hp["null_score_diff_threshold"] = carried["null_score_diff_threshold"]
         return model, tokenizer, hp
-    model = data.load_pretrained_model(model_dir).eval()
+    model = models.load_pretrained_model(model_dir).eval()
     carried = getattr(model.config, "squad_settings", None) or {}
     try:  # a directory without squad_settings (any Hugging Face QA model) gets the defaults
         hp = settings.hyperparameters({k: v for k, v in carried.items() if k in settings.HPARAMS})
-    except settings.ConfigError as err:
-        raise settings.UserError(f"{model_dir}/config.json: squad_settings: {err}") from err
-    return model, data.load_tokenizer(model_dir, hp["do_lower_case"]), hp
+    except errors.ConfigError as err:
+        raise errors.UserError(f"{model_dir}/config.json: squad_settings: {err}") from err
+    return model, models.load_tokenizer(model_dir, hp["do_lower_case"]), hp
 
 
 @torch.no_grad()
 def predict(model, tokenizer, hp: Dict[str, Any], examples: data.Examples, batch_size: int = 32):
     """(predictions, nbest, null_odds) for `examples`, exactly as the trial's evaluation computes them."""
-    spec = data.feature_spec(hp, model.config.model_type, getattr(model.config, "type_vocab_size", 0))
+    spec = models.feature_spec(hp, model.config.model_type, getattr(model.config, "type_vocab_size", 0))
     arrays = data.featurize(examples, tokenizer, spec, training=False)
     collate = data.Collator(arrays)
     device = next(model.parameters()).device
-    start = np.full(arrays["input_ids"].shape, -1e4, dtype=np.float32)
-    end = start.copy()
-    for idx in data.LengthBucketBatchSampler(arrays["lengths"], batch_size, shuffle=False):
+    parts = []
+    for idx in samplers.LengthBucketBatchSampler(arrays["lengths"], batch_size, shuffle=False):
         batch = collate(idx)
         rows = batch.pop("feature_index").numpy()
         out = model(**{k: v.to(device) for k, v in batch.items()})
-        width = out.start_logits.shape[1]
-        start[rows, :width] = out.start_logits.float().cpu().numpy()
-        end[rows, :width] = out.end_logits.float().cpu().numpy()
+        parts.append((rows, out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()))
+    index, batched_start, batched_end = postprocess.stack_logits(parts)
+    # Back in feature order: the batches cover every feature once.
+    start, end = np.empty_like(batched_start), np.empty_like(batched_end)
+    start[index], end[index] = batched_start, batched_end
     contexts = [examples.contexts[c] for c in examples.context_index]
     return postprocess.postprocess(examples.ids, contexts, arrays["example_index"], arrays["offsets"], start, end,
                                    n_best_size=hp["n_best_size"], max_answer_length=hp["max_answer_length"],
@@ -65,14 +68,14 @@ def predict(model, tokenizer, hp: Dict[str, Any], examples: data.Examples, batch
 
 
 def main(argv=None) -> None:
-    parser = settings.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir")
     parser.add_argument("--question")
     parser.add_argument("--context")
     parser.add_argument("--file", help="a SQuAD-format file: answer (and, where it has answers, score) every question")
     parser.add_argument("--out", help="with --file: where to write the predictions and metrics files")
     parser.add_argument("--nbest", type=int, default=0, help="also print the N best answers")
-    parser.add_argument("--threshold", type=settings.finite_float, help="null_score_diff_threshold (default: the model's)")
+    parser.add_argument("--threshold", type=errors.finite_float, help="null_score_diff_threshold (default: the model's)")
     args = parser.parse_args(argv)
     # Every usage mistake before the model is loaded or a question answered.
     if bool(args.file) == (args.question is not None or args.context is not None) \
@@ -97,12 +100,11 @@ def main(argv=None) -> None:
         model.cuda()
     if args.file:
         predictions, nbest, null_odds = predict(model, tokenizer, hp, examples)
-        with open(args.file, encoding="utf-8") as f:
-            articles = json.load(f)["data"]
+        articles = squad_file.load(args.file)["data"]  # read_squad accepted it above
         metrics = squad_eval.evaluate(articles, predictions, null_odds, hp["null_score_diff_threshold"],
                                       span_preds=postprocess.best_spans(nbest))
         if args.out:
-            postprocess.write_predictions(args.out, predictions, nbest, null_odds, metrics)
+            squad_eval.write_predictions(args.out, predictions, nbest, null_odds, metrics)
         print(json.dumps(metrics))
         return
     examples = data.Examples(["question"], [args.question], [args.context], [0], [-1], [""], [False])
@@ -117,4 +119,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    settings.run_command(main)
+    errors.run_command(main)

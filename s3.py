@@ -15,16 +15,10 @@ error comes out as an S3Error naming the bucket/key and what to do.
     python s3.py upload LOCAL_DIR s3://bucket/prefix [--endpoint-url URL]
     python s3.py download s3://bucket/prefix LOCAL_DIR [--endpoint-url URL]
 """
-import argparse
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import shutil
-import sys
-import tempfile
-import uuid
 from typing import Dict, List, Optional, Tuple
 
 import boto3
@@ -32,7 +26,8 @@ import botocore.exceptions as bce
 import s3transfer.exceptions
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 
-import settings
+import errors
+import files
 
 logger = logging.getLogger("s3")
 
@@ -41,7 +36,7 @@ MULTIPART_THRESHOLD = 64 * MiB  # files at least this big go up (and come down) 
 PART_SIZE = 16 * MiB            # S3 needs at least 5 MiB per part (except the last)
 
 
-class S3Error(settings.UserError, ValueError):
+class S3Error(errors.UserError, ValueError):
     """An S3 transfer failed: the message names the bucket/key and what to do."""
 
 
@@ -147,32 +142,21 @@ def _transfer_config(multipart_threshold: int, part_size: int) -> TransferConfig
                           preferred_transfer_client="classic")
 
 
-def _count_and_hash(path: str, chunk: int = MiB) -> Tuple[int, str]:
-    digest, n = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-            n += len(block)
-    return n, digest.hexdigest()
-
-
 def _dir_prefix(key: str) -> str:
     # "run/a" must not also match "run/ab/...": a prefix is always a whole directory.
     return key if not key or key.endswith("/") else key + "/"
 
 
 def _fetch(client, manager, bucket: str, key: str, dest_path: str) -> dict:
-    """One object -> dest_path through a `.partial-` file in the same directory (so the final
-    rename stays on one filesystem), verified before it replaces anything."""
+    """One object -> dest_path through a temporary file beside it (files.atomic_file), verified
+    before it replaces anything."""
     head = _head(client, bucket, key)
     expected_bytes, expected_sha = head["ContentLength"], head.get("Metadata", {}).get("sha256")
-    directory = os.path.dirname(os.path.abspath(dest_path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".partial-{os.path.basename(dest_path)}-")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(dest_path)), exist_ok=True)
+    with files.atomic_file(dest_path) as tmp:
+        with open(tmp, "wb") as f:
             manager.download(bucket, key, f).result()
-        n, digest = _count_and_hash(tmp)
+        n, digest = files.size_and_sha256(tmp)
         if n != expected_bytes:
             raise S3Error(f"s3://{bucket}/{key}: downloaded {n} bytes, the object has {expected_bytes}; "
                           "the transfer was cut short or the object changed. Retry.")
@@ -180,11 +164,6 @@ def _fetch(client, manager, bucket: str, key: str, dest_path: str) -> dict:
             raise S3Error(f"s3://{bucket}/{key}: sha256 {digest} does not match the object's metadata "
                           f"sha256 {expected_sha}; the object is corrupt or was overwritten without "
                           "updating its metadata. Upload it again.")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return {"bytes": n, "sha256": digest}
 
 
@@ -237,7 +216,7 @@ def upload_dir(local_dir: str, uri_prefix: str, endpoint_url: Optional[str] = No
     with create_transfer_manager(client, _transfer_config(multipart_threshold, part_size)) as manager:
         for rel in files:
             path, key = os.path.join(local_dir, *rel.split("/")), prefix + rel
-            n, digest = _count_and_hash(path)
+            n, digest = files.size_and_sha256(path)
             with _translated(bucket, key, endpoint):
                 manager.upload(path, bucket, key, extra_args={"Metadata": {"sha256": digest}}).result()
                 head = _head(client, bucket, key)
@@ -268,22 +247,6 @@ def _list(client, bucket: str, prefix: str) -> List[Tuple[str, str]]:
     return sorted(found)
 
 
-def _replace_dir(new: str, dest: str) -> None:
-    if not os.path.isdir(dest):
-        os.replace(new, dest)
-        return
-    # A directory cannot be renamed over a non-empty one: move the old one aside first, and
-    # back if the second rename fails.
-    aside = os.path.join(os.path.dirname(dest), f".replaced-{os.path.basename(dest)}-{uuid.uuid4().hex[:8]}")
-    os.replace(dest, aside)
-    try:
-        os.replace(new, dest)
-    except OSError:
-        os.replace(aside, dest)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
-
-
 def download_dir(uri_prefix: str, local_dir: str, endpoint_url: Optional[str] = None,
                  multipart_threshold: int = MULTIPART_THRESHOLD, part_size: int = PART_SIZE) -> Dict[str, dict]:
     """Download every object under uri_prefix into local_dir, each verified by size and
@@ -302,25 +265,18 @@ def download_dir(uri_prefix: str, local_dir: str, endpoint_url: Optional[str] = 
         objects = _list(client, bucket, prefix)
     if not objects:
         raise S3Error(f"s3://{bucket}/{prefix}: no objects under this prefix at {endpoint}; check the prefix.")
-    parent = os.path.dirname(local_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".partial-{os.path.basename(local_dir)}-")
-    try:
-        manifest = {}
-        with create_transfer_manager(client, _transfer_config(multipart_threshold, part_size)) as manager:
-            for key, rel in objects:
-                with _translated(bucket, key, endpoint):
-                    manifest[rel] = _fetch(client, manager, bucket, key, os.path.join(tmp, *rel.split("/")))
-                logger.info("downloaded s3://%s/%s (%d bytes)", bucket, key, manifest[rel]["bytes"])
-        os.chmod(tmp, 0o755)
-        _replace_dir(tmp, local_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # still there only if something failed
+    manifest = {}
+    with files.atomic_dir(local_dir) as tmp, \
+            create_transfer_manager(client, _transfer_config(multipart_threshold, part_size)) as manager:
+        for key, rel in objects:
+            with _translated(bucket, key, endpoint):
+                manifest[rel] = _fetch(client, manager, bucket, key, os.path.join(tmp, *rel.split("/")))
+            logger.info("downloaded s3://%s/%s (%d bytes)", bucket, key, manifest[rel]["bytes"])
     return manifest
 
 
 def main(argv=None) -> None:
-    parser = settings.ArgumentParser(description="Verified directory transfers to and from S3 "
+    parser = errors.ArgumentParser(description="Verified directory transfers to and from S3 "
                                                  "(JSON report on the last line).")
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("upload", help="upload a directory under an s3:// prefix")
@@ -332,18 +288,18 @@ def main(argv=None) -> None:
     for p in (up, down):
         p.add_argument("--endpoint-url", help="an S3-compatible endpoint (default: AWS_ENDPOINT_URL, else AWS)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    errors.setup_logging()
     try:
         if args.command == "upload":
             manifest = upload_dir(args.local_dir, args.uri, args.endpoint_url)
         else:
             manifest = download_dir(args.uri, args.local_dir, args.endpoint_url)
     except OSError as err:  # a local file system error without a file name (a full disk, ...)
-        raise settings.UserError(f"{args.local_dir}: {err}") from err
+        raise errors.UserError(f"{args.local_dir}: {err}") from err
     print(json.dumps({"command": args.command, "uri": args.uri, "local_dir": args.local_dir,
                       "files": len(manifest), "bytes": sum(m["bytes"] for m in manifest.values()),
                       "manifest": manifest}))
 
 
 if __name__ == "__main__":
-    settings.run_command(main)
+    errors.run_command(main)

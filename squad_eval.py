@@ -16,6 +16,7 @@ code 2 (bad arguments) or 1 (a bad or unreadable file); the output file is writt
 """
 import argparse
 import collections
+import contextlib
 import importlib.util
 import io
 import json
@@ -24,9 +25,11 @@ import os
 import re
 import string
 import sys
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, List, Optional
 
-import settings
+import errors
+import files
+import squad_file
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -56,12 +59,6 @@ def f1_score(gold: str, pred: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _questions(articles: Iterable[dict]):
-    for article in articles:
-        for paragraph in article["paragraphs"]:
-            yield from paragraph["qas"]
-
-
 def _summary(exact: Dict[str, float], f1: Dict[str, float], qids: List[str]) -> Dict[str, float]:
     total = len(qids)
     return {"exact": 100.0 * sum(exact[q] for q in qids) / total,
@@ -88,7 +85,7 @@ def _best_threshold(preds, scores, na_probs, has_answer):
 def _raw_scores(articles: List[dict], preds: Dict[str, str]):
     """(exact, f1) of each question's prediction: the maximum over its gold answers."""
     exact_raw, f1_raw = {}, {}
-    for qa in _questions(articles):
+    for qa in squad_file.questions(articles):
         golds = [a["text"] for a in qa["answers"] if normalize_answer(a["text"])] or [""]
         pred = preds[qa["id"]]
         exact_raw[qa["id"]] = max(exact_score(g, pred) for g in golds)
@@ -103,7 +100,7 @@ def evaluate(articles: List[dict], preds: Dict[str, str], na_probs: Optional[Dic
     over no-answer thresholds and that threshold. `span_preds` (each question's best non-empty
     answer) lets that sweep admit every question: with `preds` alone, one already answered "" scores
     nothing when admitted, so thresholds above the one that made `preds` are never found."""
-    has_answer = {qa["id"]: bool(qa["answers"]) for qa in _questions(articles)}
+    has_answer = {qa["id"]: bool(qa["answers"]) for qa in squad_file.questions(articles)}
     if not has_answer:
         raise ValueError("the data has no questions, so there is nothing to score.")
     missing = [q for q in has_answer if q not in preds or (span_preds is not None and q not in span_preds)]
@@ -161,7 +158,7 @@ def precision_recall(articles: List[dict], preds: Dict[str, str], na_probs: Dict
     with no threshold applied; oracle scores 1 for every answerable question. The official script
     passes the final predictions; each question's best non-empty answer credits also the answerable
     questions that the threshold answered with ""."""
-    has_answer = {qa["id"]: bool(qa["answers"]) for qa in _questions(articles)}
+    has_answer = {qa["id"]: bool(qa["answers"]) for qa in squad_file.questions(articles)}
     missing = [q for q in has_answer if q not in preds or q not in na_probs]
     if missing:
         raise ValueError(f"{len(missing)} questions have no prediction or no-answer probability, e.g. {missing[:3]}")
@@ -203,7 +200,7 @@ def figures(articles: List[dict], na_probs: Dict[str, float], curves) -> dict:
         ax.step(recalls, precisions, where="post", color="b", alpha=0.2)
         ax.fill_between(recalls, precisions, step="post", color="b", alpha=0.2)
         ax.set(xlim=(0.0, 1.05), ylim=(0.0, 1.05))
-    has_answer = {qa["id"]: bool(qa["answers"]) for qa in _questions(articles)}
+    has_answer = {qa["id"]: bool(qa["answers"]) for qa in squad_file.questions(articles)}
     values = [na_probs[q] for q in has_answer]
     low, high, xlabel = 0.0, 1.0, "No-answer probability"
     if not all(0.0 <= v <= 1.0 for v in values):
@@ -237,36 +234,41 @@ def figure_rgb(fig):
 
 def write_figures(out_dir: str, figs: dict) -> List[str]:
     """Writes each figure as PNG into `out_dir`, created if missing as the official script does, and
-    returns the paths. All are rendered first, then written to temp files and renamed: an error
-    (UserError) leaves no partial or temp file and no directory made here."""
+    returns the paths. All are rendered first, then written to temp files and renamed together: an
+    error (UserError) leaves no partial or temp file and no directory made here."""
     pngs = {name: figure_png(fig) for name, fig in figs.items()}
     missing, parent = [], os.path.abspath(out_dir)
     while not os.path.lexists(parent):
         missing.append(parent)
         parent = os.path.dirname(parent)
-    made, temps = [], []
+    made = []
     try:
         for path in reversed(missing):
             os.mkdir(path)
             made.append(path)
-        for name, data in pngs.items():
-            temp = os.path.join(out_dir, f".{name}.{os.getpid()}.tmp")
-            with open(temp, "xb") as f:
-                temps.append(temp)
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        for temp, name in zip(temps, pngs):
-            os.replace(temp, os.path.join(out_dir, name))
+        with contextlib.ExitStack() as stack:  # every file renamed into place only once all are written
+            for name, png in pngs.items():
+                with open(stack.enter_context(files.atomic_file(os.path.join(out_dir, name))), "wb") as f:
+                    f.write(png)
     except OSError as err:
-        for path in temps + made[::-1]:
+        for path in made[::-1]:
             try:
-                os.rmdir(path) if path in made else os.remove(path)
+                os.rmdir(path)
             except OSError:
                 pass
-        raise settings.UserError(f"{out_dir}: cannot write the images: {err.strerror or err}; "
-                                 "choose a writable --out-image-dir") from None
+        raise errors.UserError(f"{out_dir}: cannot write the images: {err.strerror or err}; "
+                               "choose a writable --out-image-dir") from None
     return [os.path.join(out_dir, name) for name in pngs]
+
+
+def write_predictions(out_dir: str, predictions: dict, nbest: dict, null_odds: dict, metrics: dict) -> None:
+    """predictions.json, nbest_predictions.json, null_odds.json (the official script's inputs) and
+    metrics.json (its output) into `out_dir`, each written atomically."""
+    os.makedirs(out_dir, exist_ok=True)
+    for name, obj in (("predictions.json", predictions), ("nbest_predictions.json", nbest),
+                      ("null_odds.json", null_odds), ("metrics.json", metrics)):
+        with files.atomic_file(os.path.join(out_dir, name)) as tmp, open(tmp, "w") as f:
+            json.dump(obj, f, indent=1 if name != "nbest_predictions.json" else None)
 
 
 def _describe(value) -> str:
@@ -293,87 +295,69 @@ def _is_finite_number(value) -> bool:
         return False
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _unique_keys(pairs):
-    # json.load keeps the last of repeated keys silently; which answer counts would be a guess.
-    obj = {}
-    for key, value in pairs:
-        if key in obj:
-            raise _DuplicateKey(key)
-        obj[key] = value
-    return obj
-
-
 def _load_json(path: str, what: str):
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            return json.load(f, object_pairs_hook=_unique_keys)
+        return squad_file.load(path, lenient_text=True, unique_keys=True)
     except OSError as err:
-        raise settings.UserError(f"{path}: cannot read the {what}: {err.strerror or err}; "
-                                 "check the path and its permissions") from None
+        raise errors.UserError(f"{path}: cannot read the {what}: {err.strerror or err}; "
+                               "check the path and its permissions") from None
     except UnicodeDecodeError as err:
-        raise settings.UserError(f"{path}: the {what} is not UTF-8 text ({err.reason}); "
-                                 "save it as UTF-8 JSON") from None
-    except _DuplicateKey as err:
-        raise settings.UserError(f"{path}: the key {err.args[0]!r} appears twice in one object of the {what}; "
-                                 "keep only one") from None
+        raise errors.UserError(f"{path}: the {what} is not UTF-8 text ({err.reason}); "
+                               "save it as UTF-8 JSON") from None
+    except squad_file.DuplicateKey as err:
+        # json.load keeps the last of repeated keys silently; which answer counts would be a guess.
+        raise errors.UserError(f"{path}: the key {err.args[0]!r} appears twice in one object of the {what}; "
+                               "keep only one") from None
     except (ValueError, RecursionError) as err:  # JSONDecodeError, too many digits, nested too deeply
-        raise settings.UserError(f"{path}: the {what} is not valid JSON ({' '.join(str(err).split())}); "
-                                 "fix or regenerate it") from None
+        raise errors.UserError(f"{path}: the {what} is not valid JSON ({' '.join(str(err).split())}); "
+                               "fix or regenerate it") from None
 
 
 def _check_dataset(dataset, path: str) -> List[dict]:
     """The `data` list of a SQuAD file, after checking every field that scoring reads."""
     def bad(where, expected):
-        return settings.UserError(f"{path}: {where} is not {expected}; is this a SQuAD JSON file "
-                                  "(like dev-v2.0.json)?")
+        return errors.UserError(f"{path}: {where} is not {expected}; is this a SQuAD JSON file "
+                                "(like dev-v2.0.json)?")
 
-    if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
+    def bad_record(kind, where, obj):
+        raise bad(where, 'an object with a "paragraphs" list' if kind == "article" else 'an object with a "qas" list')
+
+    if not squad_file.is_squad(dataset):
         raise bad("the top level", 'an object with a "data" list of articles')
     seen = set()
-    for i, article in enumerate(dataset["data"]):
-        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
-        if not isinstance(paragraphs, list):
-            raise bad(f"data[{i}]", 'an object with a "paragraphs" list')
-        for j, paragraph in enumerate(paragraphs):
-            qas = paragraph.get("qas") if isinstance(paragraph, dict) else None
-            if not isinstance(qas, list):
-                raise bad(f"data[{i}].paragraphs[{j}]", 'an object with a "qas" list')
-            for k, qa in enumerate(qas):
-                where = f"data[{i}].paragraphs[{j}].qas[{k}]"
-                qid = qa.get("id") if isinstance(qa, dict) else None
-                if not isinstance(qid, str):
-                    raise bad(where, 'an object with a string "id"')
-                answers = qa.get("answers")
-                if not isinstance(answers, list) or not all(
-                        isinstance(a, dict) and isinstance(a.get("text"), str) for a in answers):
-                    raise settings.UserError(f'{path}: question {qid!r} ({where}): "answers" must be a list of '
-                                             'objects with a string "text" ([] for an unanswerable question)')
-                if qid in seen:
-                    raise settings.UserError(f"{path}: question id {qid!r} appears twice (again at {where}); "
-                                             "question ids must be unique")
-                seen.add(qid)
+    for where, paragraph in squad_file.paragraphs(dataset["data"], bad_record):
+        for k, qa in enumerate(paragraph["qas"]):
+            where_qa = f"{where}.qas[{k}]"
+            qid = qa.get("id") if isinstance(qa, dict) else None
+            if not isinstance(qid, str):
+                raise bad(where_qa, 'an object with a string "id"')
+            answers = qa.get("answers")
+            if not isinstance(answers, list) or not all(
+                    isinstance(a, dict) and isinstance(a.get("text"), str) for a in answers):
+                raise errors.UserError(f'{path}: question {qid!r} ({where_qa}): "answers" must be a list of '
+                                       'objects with a string "text" ([] for an unanswerable question)')
+            if qid in seen:
+                raise errors.UserError(f"{path}: question id {qid!r} appears twice (again at {where_qa}); "
+                                       "question ids must be unique")
+            seen.add(qid)
     if not seen:
-        raise settings.UserError(f"{path}: the data file has no questions, so there is nothing to score; "
-                                 "pass a SQuAD file with questions")
+        raise errors.UserError(f"{path}: the data file has no questions, so there is nothing to score; "
+                               "pass a SQuAD file with questions")
     return dataset["data"]
 
 
 def _check_mapping(mapping, path: str, what: str, qids: List[str], data_file: str, valid, expected: str):
     """`mapping` must be a JSON object of question id -> value with an entry for every question."""
     if not isinstance(mapping, dict):
-        raise settings.UserError(f"{path}: the {what} file must be a JSON object of question id -> {expected}, "
+        raise errors.UserError(f"{path}: the {what} file must be a JSON object of question id -> {expected}, "
                                  f"not {_describe(mapping)}")
     for qid, value in mapping.items():
         if not valid(value):
-            raise settings.UserError(f"{path}: the {what} for question {qid!r} is {_describe(value)}; "
+            raise errors.UserError(f"{path}: the {what} for question {qid!r} is {_describe(value)}; "
                                      f"it must be {expected}")
     missing = [q for q in qids if q not in mapping]
     if missing:
-        raise settings.UserError(f"{path}: no {what} for {len(missing)} of the {len(qids)} questions in "
+        raise errors.UserError(f"{path}: no {what} for {len(missing)} of the {len(qids)} questions in "
                                  f"{data_file}, e.g. {', '.join(map(repr, missing[:3]))}; every question needs one")
     extra = len(mapping.keys() - set(qids))
     if extra:
@@ -393,67 +377,54 @@ def _out_target(out_file: str, inputs: List[str]) -> str:
     target = os.path.realpath(out_file)
     parent = os.path.dirname(target)
     if any(os.path.realpath(p) == target for p in inputs if p is not None):
-        raise settings.ConfigError(f"{out_file}: --out-file is one of the input files and would overwrite it; "
+        raise errors.ConfigError(f"{out_file}: --out-file is one of the input files and would overwrite it; "
                                    "choose another path")
     if os.path.isdir(target):
-        raise settings.UserError(f"{out_file}: --out-file is a directory; give a file path")
+        raise errors.UserError(f"{out_file}: --out-file is a directory; give a file path")
     if not os.path.isdir(parent):
-        raise settings.UserError(f"{out_file}: the directory {parent} does not exist; create it or choose another "
+        raise errors.UserError(f"{out_file}: the directory {parent} does not exist; create it or choose another "
                                  "--out-file")
     if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(target) and not os.access(target, os.W_OK)):
-        raise settings.UserError(f"{out_file}: cannot write the output file: permission denied; "
+        raise errors.UserError(f"{out_file}: cannot write the output file: permission denied; "
                                  "choose a writable path")
     return target
 
 
 def _write_atomically(target: str, text: str, shown: str) -> None:
-    # A temp file in the same directory and os.replace: readers never see a partial file.
-    if not os.path.isfile(target) and os.path.exists(target):
-        try:
+    """Readers never see a partial file (files.atomic_file); a target that is not a regular file
+    (/dev/null, a pipe) is written in place, never replaced."""
+    try:
+        if not os.path.isfile(target) and os.path.exists(target):
             with open(target, "w", encoding="utf-8") as f:
                 f.write(text)
             return
-        except OSError as err:
-            raise settings.UserError(f"{shown}: cannot write the output file: {err.strerror or err}") from None
-    tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{os.getpid()}.tmp")
-    created = False
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            created = True
+        with files.atomic_file(target) as tmp, open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
     except OSError as err:
-        if created:
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
-        raise settings.UserError(f"{shown}: cannot write the output file: {err.strerror or err}") from None
+        raise errors.UserError(f"{shown}: cannot write the output file: {err.strerror or err}") from None
 
 
 def _check_image_dir(out_dir: str) -> None:
     """Before any work: matplotlib is there and `out_dir` is, or can be made, a writable directory."""
     if importlib.util.find_spec("matplotlib") is None:  # found, not imported: no work before the checks
-        raise settings.UserError("--out-image-dir needs matplotlib, which is not installed: pip install matplotlib")
+        raise errors.UserError("--out-image-dir needs matplotlib, which is not installed: pip install matplotlib")
     existing = os.path.abspath(out_dir)
     while not os.path.lexists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise settings.UserError(f"{out_dir}: {existing} is not a directory; choose another --out-image-dir")
+        raise errors.UserError(f"{out_dir}: {existing} is not a directory; choose another --out-image-dir")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise settings.UserError(f"{out_dir}: cannot write the images in {existing}: permission denied; "
+        raise errors.UserError(f"{out_dir}: cannot write the images in {existing}: permission denied; "
                                  "choose a writable --out-image-dir")
 
 
 def main(argv=None) -> None:
-    parser = settings.ArgumentParser(description="SQuAD 2.0 evaluation (official script's interface).")
+    parser = errors.ArgumentParser(description="SQuAD 2.0 evaluation (official script's interface).")
     parser.add_argument("data_file", type=_path, help="SQuAD JSON, e.g. dev-v2.0.json")
     parser.add_argument("pred_file", type=_path, help="predictions.json: question id -> answer text")
     parser.add_argument("--out-file", "-o", type=_path, help="write the metrics JSON here instead of stdout")
     parser.add_argument("--na-prob-file", "-n", type=_path, help="null_odds.json: question id -> no-answer score")
-    parser.add_argument("--na-prob-thresh", "-t", type=settings.finite_float, default=1.0,
+    parser.add_argument("--na-prob-thresh", "-t", type=errors.finite_float, default=1.0,
                         help='predict "" where the no-answer score exceeds this (default 1.0)')
     parser.add_argument("--out-image-dir", "-p", type=_path, metavar="DIR",
                         help="add pr_*_ap to the metrics and save precision-recall curves and no-answer "
@@ -467,7 +438,7 @@ def main(argv=None) -> None:
     if args.out_file is not None:
         target = _out_target(args.out_file, [args.data_file, args.pred_file, args.na_prob_file])
     articles = _check_dataset(_load_json(args.data_file, "data file"), args.data_file)
-    qids = [qa["id"] for qa in _questions(articles)]
+    qids = [qa["id"] for qa in squad_file.questions(articles)]
     preds = _load_json(args.pred_file, "predictions file")
     _check_mapping(preds, args.pred_file, "prediction", qids, args.data_file, lambda v: isinstance(v, str),
                    'the answer text as a string ("" for no answer)')
@@ -488,4 +459,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    settings.run_command(main)
+    errors.run_command(main)

@@ -30,11 +30,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
+import cache  # noqa: E402
 import data  # noqa: E402
+import models  # noqa: E402
 import qa_features  # noqa: E402
 import settings  # noqa: E402
 
-SPEC = data.feature_spec(settings.hyperparameters({}), "albert")  # the cluster configs' 384 / 128 / 64
+SPEC = models.feature_spec(settings.hyperparameters({}), "albert")  # the cluster configs' 384 / 128 / 64
 
 
 def baseline_labels(examples, tokenizer, spec):
@@ -74,7 +76,7 @@ CHILD_BUILD = """
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
 import data
-tok = data.load_tokenizer({model!r})
+tok = models.load_tokenizer({model!r})
 t = time.time()
 f, status = data.load_or_build_features({source!r}, tok, data.FeatureSpec(*{spec!r}), "train", {cache!r}, workers={workers})
 seconds = time.time() - t
@@ -89,7 +91,7 @@ import numpy as np, torch
 import data
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
-tok = data.load_tokenizer({model!r})
+tok = models.load_tokenizer({model!r})
 before = rss()
 t = time.time()
 f, status = data.load_or_build_features({source!r}, tok, data.FeatureSpec(*{spec!r}), "train", {cache!r})
@@ -122,21 +124,21 @@ def main():
         source = os.path.join(tmp, "train.json")
         with open(source, "w") as f:
             json.dump(make_squad_data.make_dataset(args.questions, 11, 1, "bench", filler=tuple(args.filler)), f)
-        cache = os.path.join(tmp, "cache")
-        fmt = dict(root=ROOT, model=model, source=source, cache=cache, workers=args.workers,
+        cache_dir = os.path.join(tmp, "cache")
+        fmt = dict(root=ROOT, model=model, source=source, cache=cache_dir, workers=args.workers,
                    spec=dataclasses.astuple(SPEC))
         cold = child(CHILD_BUILD.format(**fmt))
         warm = child(CHILD_WARM.format(**fmt))
-        entry = os.path.join(cache, "features", cold["key"])
+        entry = os.path.join(cache_dir, "features", cold["key"])
         cache_mb = sum(os.path.getsize(os.path.join(entry, n)) for n in os.listdir(entry)) / 2**20
 
         # Baseline, in this process: parse + tokenize + Python-loop labels.
-        tokenizer = data.load_tokenizer(model)
+        tokenizer = models.load_tokenizer(model)
         t = time.time()
         examples = data.read_squad(source, "train")
         base_start, base_end = baseline_labels(examples, tokenizer, SPEC)
         baseline_s = time.time() - t
-        built = data._load_entry(entry)
+        built = cache.load_entry(entry)
         labels_match = bool(np.array_equal(base_start, built.arrays["start_positions"])
                             and np.array_equal(base_end, built.arrays["end_positions"]))
         pair_path = [qa_features.featurize_batch_pairs(examples, lo, min(lo + 1000, len(examples)), tokenizer, SPEC,

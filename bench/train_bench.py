@@ -140,11 +140,12 @@ def squad_lengths(n_questions=3000, seed=5):
     import tempfile
 
     import data
+    import models
     import make_squad_data
     import make_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = data.load_tokenizer(make_tiny_model.build(os.path.join(tmp, "tiny")))
+        tokenizer = models.load_tokenizer(make_tiny_model.build(os.path.join(tmp, "tiny")))
         path = os.path.join(tmp, "train.json")
         with open(path, "w") as f:
             json.dump(make_squad_data.make_dataset(n_questions, seed, 1, "bench", filler=(3, 19)), f)
@@ -173,7 +174,7 @@ def cmd_bucketing(args, device):
     speed cancels), and the result is the median over rounds of bucketed / padded, with its spread.
     On a CPU one thread: with two, every parallel operation waits for the thread other jobs delayed,
     which costs the short bucketed steps proportionally more and biases the ratio toward 1."""
-    import data
+    import samplers
 
     if device.type == "cpu":
         torch.set_num_threads(1)
@@ -194,12 +195,12 @@ def cmd_bucketing(args, device):
 
     # Timed batches spread over the range: padded ones by real tokens, bucketed ones by width.
     random_batches = [rng.choice(len(lengths), args.batch, replace=False) for _ in range(max(200, 2 * rounds))]
-    bucketed = [np.array(b) for b in data.LengthBucketBatchSampler(lengths, args.batch, seed=0) if len(b) == args.batch]
+    bucketed = [np.array(b) for b in samplers.LengthBucketBatchSampler(lengths, args.batch, seed=0) if len(b) == args.batch]
     padded_pairs = spread_pairs(random_batches, lambda b: lengths[b].sum(), rounds)
     bucket_pairs = spread_pairs(bucketed, lambda b: lengths[b].max(), rounds)
     # Padding efficiency over a whole epoch, not only the timed batches.
     eff_epoch = lengths.sum() / sum(len(b) * np.ceil(lengths[b].max() / 8) * 8
-                                    for b in data.LengthBucketBatchSampler(lengths, args.batch, seed=1))
+                                    for b in samplers.LengthBucketBatchSampler(lengths, args.batch, seed=1))
 
     for p, b in zip(padded_pairs[0], bucket_pairs[0]):  # warmup: 2 steps of each, not timed
         step(p, True)
@@ -262,32 +263,35 @@ def cmd_eval_traffic(args, device):
     null odds as JSON) go, to the chief alone. Random logits: n-best lists are full, as in training."""
     import tempfile
 
+    import cache
     import data
     import make_squad_data
     import make_tiny_model
-    import model_def
+    import evaluation
+    import models
+    import samplers
 
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = data.load_tokenizer(make_tiny_model.build(os.path.join(tmp, "tiny")))
+        tokenizer = models.load_tokenizer(make_tiny_model.build(os.path.join(tmp, "tiny")))
         path = os.path.join(tmp, "dev.json")
         with open(path, "w") as f:
             json.dump(make_squad_data.make_dataset(11873, 7, 3, "dev", filler=(3, 19)), f)
         examples = data.read_squad(path, "validation")
         arrays = data.featurize(examples, tokenizer, data.FeatureSpec(384, 128, 64), training=False)
-    features = data.Features(arrays, {}, examples.ids, [examples.contexts[c] for c in examples.context_index])
+    features = cache.Features(arrays, {}, examples.ids, [examples.contexts[c] for c in examples.context_index])
     rng = np.random.default_rng(0)
     start, end = (rng.normal(size=arrays["input_ids"].shape).astype(np.float32) for _ in range(2))
     hp = settings.hyperparameters({})
     out = {"questions": len(examples), "features": len(features)}
     for ranks in (8, 64):
-        sampler = data.QuestionShardedBatchSampler(arrays["lengths"], arrays["example_index"], 2, ranks)
+        sampler = samplers.QuestionShardedBatchSampler(arrays["lengths"], arrays["example_index"], 2, ranks)
         batches = list(iter(sampler))
         logits = [sum(len(b) * (8 + 2 * 4 * int(np.ceil(arrays["lengths"][b].max() / 8) * 8))
                       for b in batches[r::ranks]) for r in range(ranks)]
         answers = []
         for r in range(ranks):
             owned = sampler.owned(r)
-            evaluator = model_def.SquadEvaluator(features, path, hp, owned)
+            evaluator = evaluation.SquadEvaluator(features, path, hp, owned)
             answers.append(len(json.dumps(evaluator.answers(owned, start[owned], end[owned])).encode()))
         out[f"{ranks}_ranks"] = {"before_bytes_chief_sends": (ranks - 1) * sum(logits),
                                  "before_bytes_each_rank_receives": sum(logits) - min(logits),

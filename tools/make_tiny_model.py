@@ -21,7 +21,7 @@ from transformers import (AlbertConfig, AlbertTokenizer, AutoConfig, AutoModelFo
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import data  # noqa: E402
+import files  # noqa: E402
 import make_squad_data  # noqa: E402
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]
@@ -118,7 +118,7 @@ def build(out_dir, hidden_size=128, layers=2, heads=4, seed=0, family="albert", 
         config = AlbertConfig(vocab_size=1000, embedding_size=64, classifier_dropout_prob=0.0, pad_token_id=0,
                               bos_token_id=2, eos_token_id=3, **common)
         model = AutoModelForQuestionAnswering.from_config(config)
-        with data.atomic_dir(out_dir) as tmp:
+        with files.atomic_dir(out_dir) as tmp:
             model.save_pretrained(tmp)
             with open(os.path.join(tmp, "spiece.model"), "wb") as f:
                 f.write(spiece)
@@ -144,7 +144,7 @@ def build(out_dir, hidden_size=128, layers=2, heads=4, seed=0, family="albert", 
             config = AutoConfig.for_model(family, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                           **{**common, **extra})
     model = AutoModelForQuestionAnswering.from_config(config)
-    with data.atomic_dir(out_dir) as tmp:
+    with files.atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return out_dir

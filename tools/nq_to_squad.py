@@ -39,7 +39,8 @@ import urllib.parse
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import settings  # noqa: E402
+import errors  # noqa: E402
+import files  # noqa: E402
 
 logger = logging.getLogger("nq_to_squad")
 
@@ -50,7 +51,7 @@ HTML_TOKEN = re.compile(r"</?[A-Za-z][^<>\s]*>")
 PROGRESS_EVERY = 10000
 
 
-class ConversionError(settings.UserError, ValueError):
+class ConversionError(errors.UserError, ValueError):
     """Unreadable input, or a malformed record under --strict: names the file, the line and what to do."""
 
 
@@ -286,8 +287,7 @@ def convert_files(sources, out_path, skip_yes_no=False, max_examples=None, stric
     counts = dict.fromkeys(COUNTS, 0)
     seen = set()
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    tmp = f"{out_path}.{os.getpid()}.tmp"
-    try:
+    with files.atomic_file(out_path) as tmp:
         with open(tmp, "w", encoding="utf-8") as out, contextlib.closing(_lines_of_all(sources)) as lines:
             out.write('{"version": "v2.0", "data": [')
             written = 0
@@ -324,12 +324,6 @@ def convert_files(sources, out_path, skip_yes_no=False, max_examples=None, stric
                     out.write((", " if written else "") + json.dumps(article, ensure_ascii=False))
                     written += 1
             out.write("]}\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     kept = counts["kept_answerable"] + counts["kept_unanswerable"]
     logger.info("wrote %s (%d questions: %d answerable, %d unanswerable)", out_path, kept,
                 counts["kept_answerable"], counts["kept_unanswerable"])
@@ -339,7 +333,7 @@ def convert_files(sources, out_path, skip_yes_no=False, max_examples=None, stric
 
 
 def main(argv=None):
-    parser = settings.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="NQ .jsonl.gz or .jsonl: a path or s3://bucket/key")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.json", help="the SQuAD 2.0 file to write")
     parser.add_argument("--skip-yes-no", action="store_true",
@@ -349,10 +343,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.max_examples is not None and args.max_examples < 0:
         parser.error("--max-examples must be 0 or more")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    errors.setup_logging()
     counts = convert_files(args.inputs, args.output, args.skip_yes_no, args.max_examples, args.strict)
     print(json.dumps(counts))
 
 
 if __name__ == "__main__":
-    settings.run_command(main)
+    errors.run_command(main)

@@ -9,6 +9,7 @@ import sys
 import pytest
 import yaml
 
+import errors
 import settings
 import task_image
 from conftest import ROOT
@@ -76,7 +77,7 @@ def test_cluster_configs_match_original_example(name, slots, gbs, agg, optimizer
 
 def test_search_ranges_rejected_locally():
     hp = {"learning_rate": {"type": "log", "base": 10, "minval": -5, "maxval": -3}}
-    with pytest.raises(settings.ConfigError, match="learning_rate: a 'log' search range"):
+    with pytest.raises(errors.ConfigError, match="learning_rate: a 'log' search range"):
         settings.hyperparameters(hp)
     typed = settings.hyperparameters({"epochs": {"type": "const", "val": 3}, "seed": 4})
     assert (typed["epochs"], typed["seed"]) == (3, 4)
@@ -87,9 +88,44 @@ def test_context_directory_small_and_complete():
 
     files = {f.path for f in context.read_v1_context(pathlib.Path(ROOT))}
     for needed in ("model_def.py", "data.py", "qa_features.py", "qa_pipeline.py", "constants.py", "postprocess.py", "squad_eval.py",
-                   "startup-hook.sh", "requirements.txt", "configs/const.yaml"):
+                   "startup-hook.sh", "requirements.txt", "configs/const.yaml", "training.py", "evaluation.py",
+                   "callbacks.py", "cache.py", "samplers.py", "models.py", "squad_file.py", "files.py", "errors.py",
+                   "settings.py"):
         assert needed in files
     assert not any(f.startswith(("tests", ".venv", "generated", "outputs", ".git/")) for f in files)
+
+
+CLUSTER_CONFIGS = ("const.yaml", "distributed_8gpu.yaml", "distributed_64gpu.yaml", "search_asha.yaml")
+# What the cluster configs may set differently: their scale (slots, batch, aggregation, optimizer
+# and its learning rate, the periods that follow from them), the search and their names.
+MAY_DIFFER = {"name", "description", "resources.slots_per_trial", "searcher", "hyperparameters.global_batch_size",
+              "hyperparameters.aggregation_frequency", "hyperparameters.optimizer", "hyperparameters.learning_rate",
+              "hyperparameters.warmup_fraction", "hyperparameters.max_batches", "hyperparameters.epochs",
+              "hyperparameters.zero_optimizer", "hyperparameters.reporting_period_batches",
+              "hyperparameters.validation_period_batches", "hyperparameters.checkpoint_period_batches"}
+
+
+def flat(config, prefix=""):
+    """{"section.key": value} down to the keys of hyperparameters, data, resources, environment."""
+    out = {}
+    for key, value in config.items():
+        name = prefix + key
+        if isinstance(value, dict) and name in ("hyperparameters", "data", "resources", "environment"):
+            out.update(flat(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def test_cluster_configs_agree_where_they_must():
+    """Determined takes one file per experiment, so the cluster configs repeat their common lines:
+    every key they share agrees, except those of MAY_DIFFER (README, "Cluster configs")."""
+    configs = {name: flat(load(name)) for name in CLUSTER_CONFIGS}
+    keys = set.union(*(set(c) for c in configs.values()))
+    for key in sorted(keys - MAY_DIFFER):
+        values = {name: c.get(key, "<missing>") for name, c in configs.items()}
+        assert len({repr(v) for v in values.values()}) == 1, (key, values)
+    assert MAY_DIFFER - {"hyperparameters.max_batches", "hyperparameters.epochs"} <= keys
 
 
 def test_search_config_is_adaptive_asha_matching_the_training_length():
@@ -101,7 +137,7 @@ def test_search_config_is_adaptive_asha_matching_the_training_length():
     assert hp["learning_rate"]["type"] == "log" and hp["warmup_fraction"]["type"] == "double"
     assert hp["aggregation_frequency"]["type"] == "categorical"
     assert {k for k, v in hp.items() if isinstance(v, dict)} == {"learning_rate", "warmup_fraction", "aggregation_frequency"}
-    with pytest.raises(settings.ConfigError, match="search range"):
+    with pytest.raises(errors.ConfigError, match="search range"):
         settings.resolve(config, "search_asha.yaml")
 
 
@@ -159,7 +195,7 @@ def test_requirement_sets_pin_the_same_packages_exactly_and_fit_their_own_range(
 
 def test_no_file_needs_a_python_newer_than_3_10(tmp_path):
     vermin = [os.path.join(os.path.dirname(sys.executable), "vermin"), "-t=3.10-", "--no-tips", "--violations"]
-    files = [f for pattern in ("*.py", "tools/*.py", "bench/*.py", "tests/*.py") for f in glob.glob(os.path.join(ROOT, pattern))]
+    files = [f for pattern in ("*.py", "tools/*.py", "bench/*.py", "tests/*.py", "tests/*/*.py") for f in glob.glob(os.path.join(ROOT, pattern))]
     proc = subprocess.run(vermin + files, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
     (tmp_path / "newer.py").write_text("import tomllib\n")  # the check can fail: tomllib is Python 3.11

@@ -16,6 +16,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+import cache
+import errors
 import s3
 from conftest import ROOT
 
@@ -309,7 +311,7 @@ def test_cli_round_trip(endpoint, bucket, tmp_path):
 
 
 def test_training_data_from_s3_is_cached_and_verified(endpoint, client, bucket, tmp_path, squad_files, monkeypatch):
-    """data.fetch streams s3:// training files into the cache, reuses the verified copy, and
+    """cache.fetch streams s3:// training files into the cache, reuses the verified copy, and
     reports a missing key as a DataError naming it."""
     import data
 
@@ -317,10 +319,10 @@ def test_training_data_from_s3_is_cached_and_verified(endpoint, client, bucket, 
     body = open(squad_files[1], "rb").read()
     client.put_object(Bucket=bucket, Key="squad/dev.json", Body=body)
     uri = f"s3://{bucket}/squad/dev.json"
-    path = data.fetch(uri, str(tmp_path / "cache"))
+    path = cache.fetch(uri, str(tmp_path / "cache"))
     assert open(path, "rb").read() == body
     assert len(data.read_squad(path, "validation")) == 120
     client.delete_object(Bucket=bucket, Key="squad/dev.json")
-    assert data.fetch(uri, str(tmp_path / "cache")) == path  # the cached copy, no request needed
-    with pytest.raises(data.DataError, match="nothing.json: no such object"):
-        data.fetch(f"s3://{bucket}/squad/nothing.json", str(tmp_path / "cache"))
+    assert cache.fetch(uri, str(tmp_path / "cache")) == path  # the cached copy, no request needed
+    with pytest.raises(errors.DataError, match="nothing.json: no such object"):
+        cache.fetch(f"s3://{bucket}/squad/nothing.json", str(tmp_path / "cache"))

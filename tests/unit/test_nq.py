@@ -12,7 +12,8 @@ import pytest
 import data
 import nq_to_squad
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+
 # Tokens written <...> are HTML. A non-ASCII word before the answer makes byte and character
 # offsets differ, so an answer_start copied from NQ's bytes would be caught.
 WORDS = ["<H1>", "Vorbelor", "</H1>",                                                    # 0-2

@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 
+import models
 import data
 import make_squad_data
 import make_tiny_model
@@ -108,7 +109,7 @@ def test_same_as_pair_tokenizer_albert(spec, squad_files, tmp_path, tokenizer, m
 
 
 def test_same_as_pair_tokenizer_sentencepiece_only(sentencepiece_model, squad_files, tmp_path, monkeypatch):
-    tokenizer = data.load_tokenizer(sentencepiece_model)
+    tokenizer = models.load_tokenizer(sentencepiece_model)
     for examples in all_examples(squad_files, tmp_path, tokenizer):
         for spec in SPECS[1::2]:
             assert_same_features(examples, tokenizer, spec, monkeypatch)
@@ -117,7 +118,7 @@ def test_same_as_pair_tokenizer_sentencepiece_only(sentencepiece_model, squad_fi
 @pytest.fixture(scope="module", params=OTHER_FAMILIES)
 def family_tokenizer(request, tmp_path_factory):
     path = make_tiny_model.build(str(tmp_path_factory.mktemp(request.param) / "model"), family=request.param)
-    return request.param, data.load_tokenizer(path)
+    return request.param, models.load_tokenizer(path)
 
 
 @pytest.mark.newest_stack

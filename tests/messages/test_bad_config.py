@@ -1,6 +1,6 @@
 """Bad experiment configs and command lines: each ends before anything is downloaded, featurized,
 loaded or written, with one line per problem on stderr naming the key, the value, what is allowed
-and the fix, and exit code 2. Run in-process through the commands' real entry (settings.run_command),
+and the fix, and exit code 2. Run in-process through the commands' real entry (errors.run_command),
 and a few as subprocesses exactly as a user runs them."""
 import copy
 import os
@@ -10,8 +10,8 @@ import sys
 import pytest
 import yaml
 
+import errors
 import model_def
-import settings
 from conftest import ROOT
 
 BASE = yaml.safe_load(open(os.path.join(ROOT, "configs", "local_tiny.yaml")))
@@ -133,7 +133,7 @@ def mutated(changes):
 def run_main(capsys, argv):
     """model_def.py's real entry in this process: (exit code, stderr lines)."""
     with pytest.raises(SystemExit) as exit_info:
-        settings.run_command(model_def.main, argv)
+        errors.run_command(model_def.main, argv)
     return exit_info.value.code, [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
 
 
@@ -165,7 +165,7 @@ def test_check_prints_the_resolved_settings(tmp_path, capsys):
     """--check validates and prints without training; 5e-5 (no dot) is a number, as on the master."""
     path = tmp_path / "config.yaml"
     path.write_text(open(os.path.join(ROOT, "configs", "local_tiny.yaml")).read().replace("2.0e-3", "5e-5"))
-    resolved = settings.run_command(model_def.main, ["--config", str(path), "--check", "--output-dir", str(tmp_path / "o")])
+    resolved = errors.run_command(model_def.main, ["--config", str(path), "--check", "--output-dir", str(tmp_path / "o")])
     assert resolved["hyperparameters"]["learning_rate"] == 5e-5
     assert resolved["hyperparameters"]["n_best_size"] == 20 and resolved["data"]["skip_invalid_examples"] is False
     assert '"learning_rate": 5e-05' in capsys.readouterr().out
@@ -206,7 +206,7 @@ def test_bad_config_file(tmp_path, capsys, content, expected):
 ], ids=["no config", "config without value", "resume elsewhere", "unknown flag"])
 def test_bad_command_line(tmp_path, capsys, argv, expected):
     with pytest.raises(SystemExit) as exit_info:
-        settings.run_command(model_def.main, argv + ["--output-dir", str(tmp_path / "out")])
+        errors.run_command(model_def.main, argv + ["--output-dir", str(tmp_path / "out")])
     assert exit_info.value.code == 2 and expected in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 

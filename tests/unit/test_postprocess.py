@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+import squad_eval
 import postprocess
 
 CONTEXT = "Draur was founded by Kalo Mira in 1628."
@@ -79,7 +80,7 @@ def test_spans_only_from_context_tokens_and_several_questions():
 
 def test_write_predictions(tmp_path):
     s, e = logits({8: 4.0}, {9: 4.0})
-    postprocess.write_predictions(str(tmp_path), *run([(0, s, e)]), {"f1": 100.0})
+    squad_eval.write_predictions(str(tmp_path), *run([(0, s, e)]), {"f1": 100.0})
     assert json.loads((tmp_path / "predictions.json").read_text()) == {"q0": "Kalo Mira"}
     assert set(json.loads((tmp_path / "null_odds.json").read_text())) == {"q0"}
     assert json.loads((tmp_path / "nbest_predictions.json").read_text())["q0"][0]["text"] == "Kalo Mira"

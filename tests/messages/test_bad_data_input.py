@@ -24,6 +24,8 @@ import filelock
 import numpy as np
 import pytest
 
+import cache
+import errors
 import data
 import make_squad_data
 from conftest import ROOT
@@ -182,12 +184,12 @@ def test_bad_record_is_named_or_skipped_and_counted(tmp_path, caplog, split, mut
     path = str(tmp_path / f"{split}.json")
     with open(path, "w") as f:
         json.dump(d, f)
-    with pytest.raises(data.DataError) as err:
+    with pytest.raises(errors.DataError) as err:
         data.read_squad(path, split)
     text = str(err.value)
     assert text.startswith(f"{path}: {where}") and re.search(message, text), text
     assert "data.skip_invalid_examples: true" in text
-    with pytest.raises(data.DataError):  # only the bool True turns skipping on
+    with pytest.raises(errors.DataError):  # only the bool True turns skipping on
         data.read_squad(path, split, skip_invalid="false")
     with caplog.at_level(logging.WARNING, logger="data"):
         kept = data.read_squad(path, split, skip_invalid=True)
@@ -223,9 +225,9 @@ def test_unreadable_input_file(tmp_path, call, kind, message):
     path = tmp_path / "train.json"
     if kind == "directory":
         path.mkdir()
-    with pytest.raises(data.DataError, match=re.escape(f"{path}: {message}")):
+    with pytest.raises(errors.DataError, match=re.escape(f"{path}: {message}")):
         if call == "fetch":
-            data.fetch(str(path), str(tmp_path / "cache"))
+            cache.fetch(str(path), str(tmp_path / "cache"))
         else:
             data.read_squad(str(path), "train")
 
@@ -264,12 +266,12 @@ sys.path.insert(0, {root!r})
 import data
 try:
     data.{call}({path!r}, *{args!r})
-except data.DataError as err:
+except errors.DataError as err:
     print("DataError:", err)
 """
 
 
-@pytest.mark.parametrize("call, args", [("fetch", ("CACHE",)), ("read_squad", ("train",))])
+@pytest.mark.parametrize("call, args", [("cache.fetch", ("CACHE",)), ("data.read_squad", ("train",))])
 @pytest.mark.parametrize("how", ["file-mode-000", "directory-not-searchable"])
 def test_permission_denied_input_file_as_nobody(shared, work, call, args, how):
     folder = os.path.join(work, "in")
@@ -317,7 +319,7 @@ def assert_nothing_half_written(cache, before, failed_split):
         if path in ("features", "downloads") or path.endswith(".lock"):
             continue
         if parts[0] == "features" and not parts[1].startswith("."):
-            assert data._load_entry(os.path.join(cache, "features", parts[1])).manifest["split"] != failed_split
+            assert cache.load_entry(os.path.join(cache, "features", parts[1])).manifest["split"] != failed_split
             continue
         raise AssertionError(f"left behind in the cache: {path}")
 
@@ -511,11 +513,11 @@ def test_lock_that_cannot_be_opened_loads_complete_entry(squad_files, tokenizer,
     assert status == "built"
     before = listing(str(tmp_path))
     lock_fails(code)
-    with caplog.at_level(logging.WARNING, logger="data"):
+    with caplog.at_level(logging.WARNING, logger="cache"):
         loaded, status = data.load_or_build_features(squad_files[1], tokenizer, SPEC, "validation", str(tmp_path))
     assert status == "loaded" and "without the lock" in caplog.text
     np.testing.assert_array_equal(loaded.arrays["input_ids"], built.arrays["input_ids"])
-    with pytest.raises(data.DataError, match="is missing.*read-only or not writable.*data.py prepare"):
+    with pytest.raises(errors.DataError, match="is missing.*read-only or not writable.*data.py prepare"):
         data.load_or_build_features(squad_files[0], tokenizer, SPEC, "train", str(tmp_path))
     assert listing(str(tmp_path)) == before
 
@@ -532,15 +534,15 @@ def test_read_only_download_cache_serves_verified_copy(tmp_path, served, lock_fa
     with open(os.path.join(site, "dev-ro.json"), "w") as f:
         json.dump(dataset("validation", 10), f)
     cache = str(tmp_path / "cache")
-    first = data.fetch(f"{url}/dev-ro.json", cache)
+    first = cache.fetch(f"{url}/dev-ro.json", cache)
     lock_fails(errno.EROFS)
-    assert data.fetch(f"{url}/dev-ro.json", cache) == first
-    with pytest.raises(data.DataError, match="no verified copy in .*read-only or not writable.*data.py prepare"):
-        data.fetch(f"{url}/never-downloaded.json", cache)
+    assert cache.fetch(f"{url}/dev-ro.json", cache) == first
+    with pytest.raises(errors.DataError, match="no verified copy in .*read-only or not writable.*data.py prepare"):
+        cache.fetch(f"{url}/never-downloaded.json", cache)
     with open(first, "ab") as f:
         f.write(b" ")
-    with pytest.raises(data.DataError, match="expected .*cannot be downloaded again here"):
-        data.fetch(f"{url}/dev-ro.json", cache)
+    with pytest.raises(errors.DataError, match="expected .*cannot be downloaded again here"):
+        cache.fetch(f"{url}/dev-ro.json", cache)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -589,12 +591,12 @@ def test_killed_builder_leaves_debris_only_in_the_cache_and_workers_quiet(shared
     assert "Traceback" not in rest and "BrokenPipeError" not in rest, rest[-3000:]
     assert os.listdir(os.path.join(work, "tmp")) == []
     features = os.path.join(cache, "features")
-    assert [d for d in os.listdir(features) if ".tmp-" in d]
+    assert [d for d in os.listdir(features) if d.startswith(".partial-")]
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env=env(shared, work))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["status"] == "built"
-    assert not [d for d in os.listdir(features) if ".tmp-" in d]
+    assert not [d for d in os.listdir(features) if d.startswith(".partial-")]
     assert os.listdir(os.path.join(work, "tmp")) == []
 
 

@@ -5,13 +5,14 @@ transformers.pipeline, and a clear error for a directory with no usable tokenize
 import json
 import os
 
-import numpy as np
 import pytest
 
+import errors
+import models
 import data
 from conftest import ROOT
 from test_export_predict import QUESTION, cli, pipeline_answers
-from test_trial import checkpoints, run, write_config
+from trial_runs import checkpoints, run, write_config
 
 CONTEXT = "The mark on the gate of Vorbelor is x and the other is é , said Kesel Nortavez in 1774 ."
 ANSWERS = ["x", "é", "in", "Kesel Nortavez", "1774", "Vorbelor is x"]
@@ -20,7 +21,7 @@ ANSWERS = ["x", "é", "in", "Kesel Nortavez", "1774", "Vorbelor is x"]
 def test_the_directory_has_no_tokenizer_json(sentencepiece_model):
     assert {"spiece.model", "tokenizer_config.json", "config.json"} <= set(os.listdir(sentencepiece_model))
     assert "tokenizer.json" not in os.listdir(sentencepiece_model)
-    tokenizer = data.load_tokenizer(sentencepiece_model)
+    tokenizer = models.load_tokenizer(sentencepiece_model)
     assert tokenizer.is_fast and len(tokenizer) == 1000
     # One-character words come out as a bare word-start piece and the character: the case below.
     ids = tokenizer(" x", add_special_tokens=False)["input_ids"]
@@ -30,7 +31,7 @@ def test_the_directory_has_no_tokenizer_json(sentencepiece_model):
 def test_labels_cut_exact_answers_around_bare_word_start_pieces(sentencepiece_model):
     """Each answer's labelled span has start <= end and cuts exactly the answer; no context token's
     offsets start on a space."""
-    tokenizer = data.load_tokenizer(sentencepiece_model)
+    tokenizer = models.load_tokenizer(sentencepiece_model)
     starts = [CONTEXT.index(f" {a} ") + 1 for a in ANSWERS]
     n = len(ANSWERS)
     examples = data.Examples([str(i) for i in range(n)], ["What is it?"] * n, [CONTEXT], [0] * n, starts, ANSWERS,
@@ -74,8 +75,8 @@ def test_a_directory_without_a_usable_tokenizer_is_named_with_its_files(sentence
         (model_dir / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "AlbertTokenizer"}))
     for name, content in files.items():
         (model_dir / name).write_bytes(content)
-    with pytest.raises(data.DataError) as err:
-        data.load_tokenizer(str(model_dir))
+    with pytest.raises(errors.DataError) as err:
+        models.load_tokenizer(str(model_dir))
     message = str(err.value)
     assert str(model_dir) in message and "config.json" in message and "spiece.model" in message
     assert "tiktoken" not in message.split(")")[-1]
@@ -93,7 +94,7 @@ def test_audit_reports_labels_that_end_before_they_start(sentencepiece_model, tm
         for i, a in enumerate(ANSWERS)]}]}]}
     path = tmp_path / "squad.json"
     path.write_text(json.dumps(squad))
-    tokenizer = data.load_tokenizer(sentencepiece_model)
+    tokenizer = models.load_tokenizer(sentencepiece_model)
     spec = data.FeatureSpec(max_seq_length=96, doc_stride=32, max_query_length=16)
     assert data.audit(str(path), tokenizer, spec)["labels_start_after_end"] == []
     monkeypatch.setattr(qa_features, "_tidy_context_tokens", lambda *args: None)

@@ -8,6 +8,9 @@ import time
 
 import numpy as np
 
+import cache
+import errors
+import files
 import data
 from conftest import ROOT
 
@@ -76,14 +79,14 @@ def test_builder_killed_midway_never_leaves_a_partial_entry(tmp_path, tiny_model
         p.wait()
         published = [d for d in os.listdir(cache / "features") if not d.startswith(".") and not d.endswith(".lock")]
         for entry in published:  # anything published must be complete and verify
-            data._load_entry(str(cache / "features" / entry))
+            cache.load_entry(str(cache / "features" / entry))
     p = loader(tiny_model, str(big), cache)
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err[-2000:]
     # "built" when every kill landed before the publish (the usual case); a builder that got its
     # rename in just before the last kill leaves a complete entry, which is loaded.
     assert json.loads(out.strip().splitlines()[-1])["digest"] == expected
-    assert not [d for d in os.listdir(cache / "features") if ".tmp-" in d]
+    assert not [d for d in os.listdir(cache / "features") if d.startswith(".partial-")]
 
 
 def test_prepare_command_builds_then_loads(tmp_path, squad_files, tiny_model):
@@ -144,37 +147,37 @@ def test_truncated_array_is_detected_and_rebuilt(squad_files, tokenizer, tmp_pat
 def test_key_changes_with_every_field_that_changes_features(squad_files, tokenizer, tiny_model, tmp_path):
     from transformers import AutoTokenizer
 
-    base = data.cache_key("abc", tokenizer, SPEC, True, "train")
-    assert base == data.cache_key("abc", tokenizer, SPEC, True, "train")
+    base = cache.cache_key("abc", tokenizer, SPEC, True, "train")
+    assert base == cache.cache_key("abc", tokenizer, SPEC, True, "train")
     other_tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     other_tokenizer.add_tokens(["vorbelor"])  # any change of the tokenizer's state
     variants = [
-        data.cache_key("abd", tokenizer, SPEC, True, "train"),
-        data.cache_key("abc", other_tokenizer, SPEC, True, "train"),
-        data.cache_key("abc", tokenizer, data.FeatureSpec(65, 24, 16), True, "train"),
-        data.cache_key("abc", tokenizer, data.FeatureSpec(64, 25, 16), True, "train"),
-        data.cache_key("abc", tokenizer, data.FeatureSpec(64, 24, 17), True, "train"),
-        data.cache_key("abc", tokenizer, SPEC, False, "train"),
-        data.cache_key("abc", tokenizer, SPEC, True, "validation"),
+        cache.cache_key("abd", tokenizer, SPEC, True, "train"),
+        cache.cache_key("abc", other_tokenizer, SPEC, True, "train"),
+        cache.cache_key("abc", tokenizer, data.FeatureSpec(65, 24, 16), True, "train"),
+        cache.cache_key("abc", tokenizer, data.FeatureSpec(64, 25, 16), True, "train"),
+        cache.cache_key("abc", tokenizer, data.FeatureSpec(64, 24, 17), True, "train"),
+        cache.cache_key("abc", tokenizer, SPEC, False, "train"),
+        cache.cache_key("abc", tokenizer, SPEC, True, "validation"),
     ]
     assert len(set(variants + [base])) == len(variants) + 1
     # Tokenizing leaves truncation settings on the tokenizer; they are not part of its identity.
     tokenizer("a question", "a context", truncation="only_second", max_length=32)
-    assert data.cache_key("abc", tokenizer, SPEC, True, "train") == base
+    assert cache.cache_key("abc", tokenizer, SPEC, True, "train") == base
 
 
 def test_waiter_times_out_with_a_clear_message(squad_files, tokenizer, tmp_path):
     import pytest
 
-    path = data.fetch(squad_files[1], str(tmp_path))
-    key = data.cache_key(data.sha256_file(path), tokenizer, SPEC, True, "validation")
+    path = cache.fetch(squad_files[1], str(tmp_path))
+    key = cache.cache_key(files.sha256_file(path), tokenizer, SPEC, True, "validation")
     (tmp_path / "features").mkdir()
     holder = subprocess.Popen([sys.executable, "-c", "import filelock, sys, time; l = filelock.FileLock(sys.argv[1]); "
                                "l.acquire(); print('held', flush=True); time.sleep(60)",
                                str(tmp_path / "features" / f"{key}.lock")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(data.DataError, match="waited 2s for another process building"):
+        with pytest.raises(errors.DataError, match="waited 2s for another process building"):
             data.load_or_build_features(squad_files[1], tokenizer, SPEC, "validation", str(tmp_path), lock_timeout=2)
     finally:
         holder.kill()
@@ -210,26 +213,26 @@ def test_https_download_verified_once_and_reused(tmp_path, squad_files, monkeypa
     try:
         monkeypatch.setitem(constants.KNOWN_DATASETS, url, {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()})
         cache = tmp_path / "cache"
-        first = data.fetch(url, str(cache))
+        first = cache.fetch(url, str(cache))
         assert open(first, "rb").read() == body and len(requests) == 1
-        assert data.fetch(url, str(cache)) == first and len(requests) == 1  # verified copy reused, no request
+        assert cache.fetch(url, str(cache)) == first and len(requests) == 1  # verified copy reused, no request
         good = dict(constants.KNOWN_DATASETS[url])
         monkeypatch.setitem(constants.KNOWN_DATASETS, url, {**good, "sha256": "0" * 64})
-        with pytest.raises(data.DataError, match="does not match the known"):
-            data.fetch(url, str(cache))
+        with pytest.raises(errors.DataError, match="does not match the known"):
+            cache.fetch(url, str(cache))
         assert not [f for f in os.listdir(cache / "downloads") if f.startswith(".partial-")]
         monkeypatch.setitem(constants.KNOWN_DATASETS, url, good)
         # A URL with no registered checksum gets one recorded at download; a damaged cached copy is
         # then caught and fetched again.
         unknown = url.replace("dev.json", "dev.json?unregistered")
-        copy = data.fetch(unknown, str(cache))
+        copy = cache.fetch(unknown, str(cache))
         with open(copy, "ab") as f:
             f.write(b" ")
-        assert open(data.fetch(unknown, str(cache)), "rb").read() == body and requests[-2:] == [requests[-1]] * 2
+        assert open(cache.fetch(unknown, str(cache)), "rb").read() == body and requests[-2:] == [requests[-1]] * 2
         server.shutdown()
         server.server_close()  # no network from here: the verified cached copies still serve
-        assert open(data.fetch(url, str(cache)), "rb").read() == body
-        assert open(data.fetch(unknown, str(cache)), "rb").read() == body
+        assert open(cache.fetch(url, str(cache)), "rb").read() == body
+        assert open(cache.fetch(unknown, str(cache)), "rb").read() == body
     finally:
         server.server_close()
 
@@ -238,7 +241,7 @@ def test_prepare_saves_the_model_and_training_then_runs_offline(tmp_path, squad_
     """For clusters whose compute nodes have no internet: prepare on a node that has it, saving
     the model beside the caches; training then needs no network (Hugging Face offline switches)."""
     import yaml
-    from test_trial import run, write_config
+    from trial_runs import run, write_config
 
     config_path = write_config(tmp_path, squad_files, tiny_model, max_batches=2)
     saved = tmp_path / "models" / "tiny"

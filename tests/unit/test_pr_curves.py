@@ -9,6 +9,7 @@ import tempfile
 
 import pytest
 
+import files
 import squad_eval
 from conftest import ROOT
 
@@ -96,10 +97,11 @@ def test_figures_as_png_and_rgb():
 
 def test_write_figures_failure_leaves_nothing(tmp_path):
     figs = squad_eval.figures(DATA, NA, squad_eval.precision_recall(DATA, PREDS, NA))
-    (tmp_path / f".pr_oracle.png.{os.getpid()}.tmp").mkdir()  # the third temp file cannot be made
-    with pytest.raises(squad_eval.settings.UserError, match="cannot write the images"):
+    blocker = files.temp_sibling(str(tmp_path / "pr_oracle.png"))
+    os.mkdir(blocker)  # the third temp file cannot be made
+    with pytest.raises(squad_eval.errors.UserError, match="cannot write the images"):
         squad_eval.write_figures(str(tmp_path), figs)
-    assert os.listdir(tmp_path) == [f".pr_oracle.png.{os.getpid()}.tmp"]
+    assert os.listdir(tmp_path) == [os.path.basename(blocker)]
     paths = squad_eval.write_figures(str(tmp_path / "new" / "dir"), figs)
     assert sorted(os.path.basename(p) for p in paths) == PNGS and sorted(os.listdir(tmp_path / "new/dir")) == PNGS
 

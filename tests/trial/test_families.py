@@ -4,10 +4,11 @@ train and evaluate in the real trial."""
 import numpy as np
 import pytest
 
+import models
 import constants
 import data
 import make_tiny_model
-from test_trial import METRIC_KEYS, run, write_config
+from trial_runs import METRIC_KEYS, run, write_config
 
 # make_tiny_model.py builds these tokenizers with transformers 5's classes.
 pytestmark = pytest.mark.newest_stack
@@ -22,12 +23,12 @@ def family_model(request, tmp_path_factory):
 
 def test_labels_recover_answers(family_model, squad_files):
     family, path = family_model
-    tokenizer = data.load_tokenizer(path)
+    tokenizer = models.load_tokenizer(path)
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(path)
     assert config.model_type == family
-    spec = data.feature_spec({"max_seq_length": 96, "doc_stride": 32, "max_query_length": 24}, config.model_type)
+    spec = models.feature_spec({"max_seq_length": 96, "doc_stride": 32, "max_query_length": 24}, config.model_type)
     assert spec.token_type_ids == constants.MODEL_FAMILIES[family]["token_type_ids"]
     examples = data.read_squad(squad_files[0], "train")
     train = data.featurize(examples, tokenizer, spec, training=True)

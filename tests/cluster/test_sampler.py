@@ -3,7 +3,7 @@ each epoch, the same global batches on any number of ranks."""
 import numpy as np
 import pytest
 
-import data
+import samplers
 
 
 def epochs(sampler, n):
@@ -16,7 +16,7 @@ def epochs(sampler, n):
 @pytest.mark.parametrize("n", [1000, 1003])
 def test_each_feature_once_per_epoch_and_batches_are_tight(n):
     lengths = np.random.default_rng(0).integers(20, 384, n)
-    sampler = data.LengthBucketBatchSampler(lengths, 16, shuffle=True, seed=1)
+    sampler = samplers.LengthBucketBatchSampler(lengths, 16, shuffle=True, seed=1)
     first, second = epochs(sampler, 2)
     assert len(first) == len(sampler)
     assert sorted(i for b in first for i in b) == list(range(n))
@@ -30,8 +30,8 @@ def test_each_feature_once_per_epoch_and_batches_are_tight(n):
 @pytest.mark.parametrize("n", [1000, 1006, 1001])
 def test_same_global_batches_on_one_and_two_ranks(n):
     lengths = np.random.default_rng(0).integers(20, 384, n)
-    one = list(iter(data.LengthBucketBatchSampler(lengths, 8, seed=3)))
-    two = data.LengthBucketBatchSampler(lengths, 4, seed=3, replicas=2)
+    one = list(iter(samplers.LengthBucketBatchSampler(lengths, 8, seed=3)))
+    two = samplers.LengthBucketBatchSampler(lengths, 4, seed=3, replicas=2)
     two_batches = list(iter(two))
     assert len(two_batches) == len(two) and len(two_batches) % 2 == 0
     merged = [sorted(two_batches[i] + two_batches[i + 1]) for i in range(0, len(two_batches), 2)]
@@ -41,7 +41,7 @@ def test_same_global_batches_on_one_and_two_ranks(n):
 
 def test_evaluation_order_sorted_by_length():
     lengths = np.array([5, 3, 9, 1])
-    assert list(iter(data.LengthBucketBatchSampler(lengths, 2, shuffle=False))) == [[3, 1], [0, 2]]
+    assert list(iter(samplers.LengthBucketBatchSampler(lengths, 2, shuffle=False))) == [[3, 1], [0, 2]]
 
 
 @pytest.mark.parametrize("n_questions, replicas, batch_size", [(50, 1, 4), (50, 2, 4), (7, 4, 3), (3, 8, 2), (1, 2, 5)])
@@ -49,7 +49,7 @@ def test_validation_batches_keep_each_question_on_one_rank(n_questions, replicas
     rng = np.random.default_rng(n_questions)
     example_index = np.repeat(np.arange(n_questions), rng.integers(1, 4, n_questions))
     lengths = rng.integers(20, 384, len(example_index))
-    sampler = data.QuestionShardedBatchSampler(lengths, example_index, batch_size, replicas)
+    sampler = samplers.QuestionShardedBatchSampler(lengths, example_index, batch_size, replicas)
     batches = list(iter(sampler))
     assert len(batches) == len(sampler) and len(batches) % replicas == 0
     seen = []

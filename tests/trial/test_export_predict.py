@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from test_trial import checkpoints, run, write_config
+from trial_runs import checkpoints, run, write_config
 
 
 @pytest.fixture(scope="module")

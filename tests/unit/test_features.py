@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+import errors
 import data
 
 SPEC = data.FeatureSpec(max_seq_length=64, doc_stride=24, max_query_length=16)  # forces several windows
@@ -105,7 +106,7 @@ def test_bad_records_name_file_and_question(squad_files, tmp_path, mutate, messa
     mutate(qa, paragraph)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(dataset))
-    with pytest.raises(data.DataError, match=message) as err:
+    with pytest.raises(errors.DataError, match=message) as err:
         data.read_squad(str(bad), "train")
     assert str(bad) in str(err.value)
     kept = data.read_squad(str(bad), "train", skip_invalid=True)
@@ -115,8 +116,8 @@ def test_bad_records_name_file_and_question(squad_files, tmp_path, mutate, messa
 def test_malformed_json_and_bad_utf8(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text('{"data": [')
-    with pytest.raises(data.DataError, match="malformed JSON at line 1"):
+    with pytest.raises(errors.DataError, match="malformed JSON at line 1"):
         data.read_squad(str(broken), "train")
     broken.write_bytes(b'{"data": ["\xff"]}')
-    with pytest.raises(data.DataError, match="not valid UTF-8"):
+    with pytest.raises(errors.DataError, match="not valid UTF-8"):
         data.read_squad(str(broken), "train")
