@@ -5,7 +5,7 @@ VENV_OLDEST := .venv-oldest
 PY := $(VENV)/bin/python
 GEN := generated
 
-.PHONY: demo test test-oldest bench venv data clean
+.PHONY: demo test test-oldest lint bench venv data clean
 
 $(VENV)/installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,12 @@ data: $(GEN)/tiny-albert/config.json $(GEN)/squad/train-v2.0.json
 demo: data
 	$(PY) model_def.py --config configs/local_tiny.yaml --output-dir outputs/demo
 
-test: data
+# Lint and formatting first (ruff.toml), then the suite.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: data lint
 	$(PY) -m pytest -q tests
 
 # The suite on the oldest supported stack (CI runs it after `make test`). The fixture model comes

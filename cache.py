@@ -34,8 +34,10 @@ from qa_features import Examples, FeatureSpec
 
 logger = logging.getLogger("cache")
 
-CACHE_FIX = ("Build the cache with `data.py prepare --config CONFIG` as a user or on a machine that can write "
-             "it, or make it writable, or set data.cache_dir / data.bind_mount_path to a writable directory.")
+CACHE_FIX = (
+    "Build the cache with `data.py prepare --config CONFIG` as a user or on a machine that can write "
+    "it, or make it writable, or set data.cache_dir / data.bind_mount_path to a writable directory."
+)
 
 
 def cache_root(data_conf: dict) -> str:
@@ -46,18 +48,21 @@ def cache_root(data_conf: dict) -> str:
     return os.path.expanduser(data_conf.get("cache_dir") or "~/.cache/albert-squad")
 
 
-
 def _verify(path: str, source: str, expected: Optional[dict]) -> None:
     if expected is None:
         return
     size = os.path.getsize(path)
     if size != expected["bytes"]:
-        raise DataError(f"{source}: downloaded {size} bytes, expected {expected['bytes']}; the file is "
-                        "truncated or changed upstream. Delete it and retry, or pass a local copy.")
+        raise DataError(
+            f"{source}: downloaded {size} bytes, expected {expected['bytes']}; the file is "
+            "truncated or changed upstream. Delete it and retry, or pass a local copy."
+        )
     digest = files.sha256_file(path)
     if digest != expected["sha256"]:
-        raise DataError(f"{source}: sha256 {digest} does not match the known {expected['sha256']}. "
-                        "Delete the cached copy and retry, or pass a local copy.")
+        raise DataError(
+            f"{source}: sha256 {digest} does not match the known {expected['sha256']}. "
+            "Delete the cached copy and retry, or pass a local copy."
+        )
 
 
 def _download(source: str, tmp_path: str) -> None:
@@ -76,15 +81,23 @@ def _download(source: str, tmp_path: str) -> None:
 def unreadable(name: str, err: OSError) -> DataError:
     """A data file that cannot be opened, as a DataError naming the reason and the fix."""
     if isinstance(err, FileNotFoundError):
-        return DataError(f"{name}: no such file. Set data.train_file / data.validation_file to a "
-                         "local path, an https:// URL or an s3:// URI.")
+        return DataError(
+            f"{name}: no such file. Set data.train_file / data.validation_file to a "
+            "local path, an https:// URL or an s3:// URI."
+        )
     if isinstance(err, IsADirectoryError):
-        return DataError(f"{name}: is a directory, not a SQuAD JSON file. Give the path of the .json file.")
+        return DataError(
+            f"{name}: is a directory, not a SQuAD JSON file. Give the path of the .json file."
+        )
     if isinstance(err, PermissionError):
-        return DataError(f"{name}: permission denied (reading as uid {os.getuid()}). Make it readable by the user "
-                         "the job runs as (chmod a+r on the file, a+x on its directories), or copy it where that user can read it.")
-    return DataError(f"{name}: cannot be read ({err.strerror or err}). Check the file and its filesystem, "
-                     "or copy it elsewhere and point the config at the copy.")
+        return DataError(
+            f"{name}: permission denied (reading as uid {os.getuid()}). Make it readable by the user "
+            "the job runs as (chmod a+r on the file, a+x on its directories), or copy it where that user can read it."
+        )
+    return DataError(
+        f"{name}: cannot be read ({err.strerror or err}). Check the file and its filesystem, "
+        "or copy it elsewhere and point the config at the copy."
+    )
 
 
 def fetch(source: str, cache_dir: str, retries: int = 4) -> str:
@@ -120,17 +133,23 @@ def fetch(source: str, cache_dir: str, retries: int = 4) -> str:
                 _verify(dest, source, known)
                 return dest
             except PermissionError as err:
-                raise DataError(f"{err.filename} ({source}): permission denied reading the cached download (as uid "
-                                f"{os.getuid()}). Make the cache readable by every user (chmod -R a+rX {downloads}), "
-                                "or set data.cache_dir to a cache of your own.") from err
+                raise DataError(
+                    f"{err.filename} ({source}): permission denied reading the cached download (as uid "
+                    f"{os.getuid()}). Make the cache readable by every user (chmod -R a+rX {downloads}), "
+                    "or set data.cache_dir to a cache of your own."
+                ) from err
             except (ValueError, KeyError) as err:  # DataError is a ValueError
                 if not locked:
-                    raise DataError(f"{dest} ({source}): {err}; {downloads} is read-only or not writable by this "
-                                    f"user, so it cannot be downloaded again here. {CACHE_FIX}") from err
+                    raise DataError(
+                        f"{dest} ({source}): {err}; {downloads} is read-only or not writable by this "
+                        f"user, so it cannot be downloaded again here. {CACHE_FIX}"
+                    ) from err
                 logger.warning("%s; downloading again", err)
         if not locked:
-            raise DataError(f"{source}: no verified copy in {downloads}, which is read-only or not writable by "
-                            f"this user, so it cannot be downloaded here. {CACHE_FIX}")
+            raise DataError(
+                f"{source}: no verified copy in {downloads}, which is read-only or not writable by "
+                f"this user, so it cannot be downloaded here. {CACHE_FIX}"
+            )
         for attempt in range(retries):
             try:
                 with files.atomic_file(dest) as tmp:
@@ -144,9 +163,11 @@ def fetch(source: str, cache_dir: str, retries: int = 4) -> str:
                 return dest
             except (urllib.error.URLError, OSError, TimeoutError) as err:
                 if attempt == retries - 1:
-                    raise DataError(f"{source}: download failed after {retries} attempts ({err}). Check "
-                                    "the network, or download it elsewhere and pass the local path.") from err
-                time.sleep(2 ** attempt)
+                    raise DataError(
+                        f"{source}: download failed after {retries} attempts ({err}). Check "
+                        "the network, or download it elsewhere and pass the local path."
+                    ) from err
+                time.sleep(2**attempt)
     raise AssertionError("unreachable")
 
 
@@ -157,15 +178,31 @@ def tokenizer_fingerprint(tokenizer) -> str:
     # Truncation and padding are per-call settings that tokenizing leaves behind, not identity.
     state.pop("truncation", None)
     state.pop("padding", None)
-    state["class"] = [type(tokenizer).__name__, tokenizer.all_special_tokens, tokenizer.padding_side]
+    state["class"] = [
+        type(tokenizer).__name__,
+        tokenizer.all_special_tokens,
+        tokenizer.padding_side,
+    ]
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 
-def cache_key(data_sha256: str, tokenizer, spec: FeatureSpec, do_lower_case: bool, split: str,
-              max_examples: Optional[int] = None) -> str:
-    fields = {"data": data_sha256, "tokenizer": tokenizer_fingerprint(tokenizer), "split": split,
-              "do_lower_case": do_lower_case, "format": constants.FEATURE_FORMAT_VERSION,
-              "max_examples": max_examples, **dataclasses.asdict(spec)}
+def cache_key(
+    data_sha256: str,
+    tokenizer,
+    spec: FeatureSpec,
+    do_lower_case: bool,
+    split: str,
+    max_examples: Optional[int] = None,
+) -> str:
+    fields = {
+        "data": data_sha256,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "split": split,
+        "do_lower_case": do_lower_case,
+        "format": constants.FEATURE_FORMAT_VERSION,
+        "max_examples": max_examples,
+        **dataclasses.asdict(spec),
+    }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:40]
 
 
@@ -173,6 +210,7 @@ def cache_key(data_sha256: str, tokenizer, spec: FeatureSpec, do_lower_case: boo
 class Features:
     """Loaded cache entry: arrays (memory-mapped) and, for validation, the example metadata
     post-processing needs (ids, contexts) without re-tokenizing."""
+
     arrays: Dict[str, np.ndarray]
     manifest: dict
     example_ids: Optional[List[str]] = None
@@ -188,17 +226,33 @@ def write_entry(tmp: str, arrays: Dict[str, np.ndarray], examples: Examples, met
     for name, arr in arrays.items():
         path = os.path.join(tmp, name + ".npy")
         np.save(path, arr, allow_pickle=False)
-        described[name] = {"dtype": str(arr.dtype), "shape": list(arr.shape), "sha256": files.sha256_file(path),
-                       "bytes": os.path.getsize(path)}
+        described[name] = {
+            "dtype": str(arr.dtype),
+            "shape": list(arr.shape),
+            "sha256": files.sha256_file(path),
+            "bytes": os.path.getsize(path),
+        }
     used = sorted(set(examples.context_index))
     remap = {c: i for i, c in enumerate(used)}
     with open(os.path.join(tmp, "examples.json"), "w") as f:
-        json.dump({"ids": examples.ids, "context_index": [remap[c] for c in examples.context_index],
-                   "contexts": [examples.contexts[c] for c in used]}, f)
-    manifest = {**meta, "files": described, "examples_sha256": files.sha256_file(os.path.join(tmp, "examples.json")),
-                "num_examples": len(examples), "num_features": int(len(arrays["input_ids"])),
-                "skipped_examples": examples.skipped, "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "versions": {"numpy": np.__version__, "torch": torch.__version__}}
+        json.dump(
+            {
+                "ids": examples.ids,
+                "context_index": [remap[c] for c in examples.context_index],
+                "contexts": [examples.contexts[c] for c in used],
+            },
+            f,
+        )
+    manifest = {
+        **meta,
+        "files": described,
+        "examples_sha256": files.sha256_file(os.path.join(tmp, "examples.json")),
+        "num_examples": len(examples),
+        "num_features": int(len(arrays["input_ids"])),
+        "skipped_examples": examples.skipped,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {"numpy": np.__version__, "torch": torch.__version__},
+    }
     with open(os.path.join(tmp, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     return manifest  # files.atomic_dir fsyncs the files before it publishes the entry
@@ -223,21 +277,29 @@ def load_entry(entry: str) -> Features:
             raise DataError(f"{examples_path}: checksum differs from the manifest")
         with open(examples_path) as f:
             examples = json.load(f)
-    except PermissionError as err:  # another user's entry: not corrupt, so the caller leaves it alone
-        raise DataError(f"{err.filename}: permission denied reading the cache entry (as uid {os.getuid()}). Make "
-                        f"the cache readable by every user that trains (chmod -R a+rX {os.path.dirname(entry)}), "
-                        "or set data.cache_dir to a cache of your own.") from err
+    except (
+        PermissionError
+    ) as err:  # another user's entry: not corrupt, so the caller leaves it alone
+        raise DataError(
+            f"{err.filename}: permission denied reading the cache entry (as uid {os.getuid()}). Make "
+            f"the cache readable by every user that trains (chmod -R a+rX {os.path.dirname(entry)}), "
+            "or set data.cache_dir to a cache of your own."
+        ) from err
     except (OSError, KeyError, ValueError) as err:
         raise DataError(f"cache entry {entry} is unreadable or corrupt: {err}") from err
     contexts = examples["contexts"]
-    return Features(arrays, manifest, examples["ids"], [contexts[c] for c in examples["context_index"]])
+    return Features(
+        arrays, manifest, examples["ids"], [contexts[c] for c in examples["context_index"]]
+    )
 
 
 def make_cache_dir(path: str) -> None:
     try:
         os.makedirs(path, exist_ok=True)  # an existing directory is fine, even read-only
     except OSError as err:
-        raise DataError(f"{path}: cannot create the cache directory ({err.strerror}). {CACHE_FIX}") from err
+        raise DataError(
+            f"{path}: cannot create the cache directory ({err.strerror}). {CACHE_FIX}"
+        ) from err
 
 
 @contextlib.contextmanager
@@ -259,19 +321,28 @@ def acquire(lock_path: str, timeout: float, what: str):
             waited = time.time() - started
             if waited >= timeout:
                 raise
-            logger.info("waiting for another process building %s (%.0fs of at most %.0fs)", what, waited, timeout)
+            logger.info(
+                "waiting for another process building %s (%.0fs of at most %.0fs)",
+                what,
+                waited,
+                timeout,
+            )
         except OSError as err:
             if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
-            logger.warning("%s: cannot open the lock file (%s): the cache is read-only here, so only a complete "
-                           "%s is used, without the lock", lock_path, err.strerror, what)
+            logger.warning(
+                "%s: cannot open the lock file (%s): the cache is read-only here, so only a complete "
+                "%s is used, without the lock",
+                lock_path,
+                err.strerror,
+                what,
+            )
             break
     try:
         yield locked
     finally:
         if locked:
             lock.release()
-
 
 
 def remove_debris(root: str, key: str) -> None:

@@ -43,7 +43,9 @@ class CheckpointExtras(pytorch.PyTorchCallback):
         hf = os.path.join(checkpoint_dir, "hf")
         model = models.unwrap(self.trial.model)
         carried = models.squad_settings(self.trial.hp, model.config, self.trial.last_metrics)
-        qa_pipeline.save(model, self.trial.tokenizer, carried, hf, weights=self.trial.hp["export_hf_model"])
+        qa_pipeline.save(
+            model, self.trial.tokenizer, carried, hf, weights=self.trial.hp["export_hf_model"]
+        )
         last = self.trial.evaluator.last_dir
         if last and os.path.isdir(last):
             shutil.copytree(last, os.path.join(checkpoint_dir, "predictions"), dirs_exist_ok=True)
@@ -83,8 +85,13 @@ class ConsolidateShardedOptimizer(pytorch.PyTorchCallback):
             # should_preempt again after on_training_workload_end, and saves its exit checkpoint
             # when the answer is yes: a preemption announced in between saves the state gathered
             # at an earlier batch. The local mode cannot make that happen.
-            logger.warning("checkpoint at batch %d holds the sharded optimizer's state gathered at batch %s, "
-                           "not at batch %d (a preemption arrived between gatherings)", done, self.gathered_at, done)
+            logger.warning(
+                "checkpoint at batch %d holds the sharded optimizer's state gathered at batch %s, "
+                "not at batch %d (a preemption arrived between gatherings)",
+                done,
+                self.gathered_at,
+                done,
+            )
 
 
 class KeepMetrics(pytorch.PyTorchCallback):
@@ -105,7 +112,9 @@ def predictions_root(output_dir: Optional[str]) -> str:
     They reach checkpoint storage in every checkpoint (CheckpointExtras), the final one included."""
     if output_dir:
         return os.path.join(output_dir, "predictions")
-    return os.path.join(tempfile.gettempdir(), f"squad-predictions-{os.environ.get('DET_ALLOCATION_ID', 'local')}")
+    return os.path.join(
+        tempfile.gettempdir(), f"squad-predictions-{os.environ.get('DET_ALLOCATION_ID', 'local')}"
+    )
 
 
 @contextlib.contextmanager

@@ -15,10 +15,22 @@ DEFAULT_MODEL = "albert-xxlarge-v2"
 # recorded for these URLs (datasets/squad*/url*_checksums/checksums.txt in huggingface/datasets).
 SQUAD_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset/"
 KNOWN_DATASETS = {
-    SQUAD_URL + "train-v2.0.json": {"bytes": 42123633, "sha256": "68dcfbb971bd3e96d5b46c7177b16c1a4e7d4bdef19fb204502738552dede002"},
-    SQUAD_URL + "dev-v2.0.json": {"bytes": 4370528, "sha256": "80a5225e94905956a6446d296ca1093975c4d3b3260f1d6c8f68bc2ab77182d8"},
-    SQUAD_URL + "train-v1.1.json": {"bytes": 30288272, "sha256": "3527663986b8295af4f7fcdff1ba1ff3f72d07d61a20f487cb238a6ef92fd955"},
-    SQUAD_URL + "dev-v1.1.json": {"bytes": 4854279, "sha256": "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9"},
+    SQUAD_URL + "train-v2.0.json": {
+        "bytes": 42123633,
+        "sha256": "68dcfbb971bd3e96d5b46c7177b16c1a4e7d4bdef19fb204502738552dede002",
+    },
+    SQUAD_URL + "dev-v2.0.json": {
+        "bytes": 4370528,
+        "sha256": "80a5225e94905956a6446d296ca1093975c4d3b3260f1d6c8f68bc2ab77182d8",
+    },
+    SQUAD_URL + "train-v1.1.json": {
+        "bytes": 30288272,
+        "sha256": "3527663986b8295af4f7fcdff1ba1ff3f72d07d61a20f487cb238a6ef92fd955",
+    },
+    SQUAD_URL + "dev-v1.1.json": {
+        "bytes": 4854279,
+        "sha256": "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9",
+    },
 }
 
 # Bumped whenever the feature arrays or their meaning change, so old cache entries are not reused.

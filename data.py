@@ -35,7 +35,12 @@ import models
 import settings
 import squad_file
 from errors import DataError
-from qa_features import Collator, Examples, FeatureSpec, featurize_batch  # noqa: F401  (data.Examples etc.)
+from qa_features import (  # noqa: F401  (data.Examples etc.)
+    Collator,
+    Examples,
+    FeatureSpec,
+    featurize_batch,
+)
 
 logger = logging.getLogger("data")
 
@@ -43,6 +48,7 @@ logger = logging.getLogger("data")
 # ---------------------------------------------------------------------------------------------
 # parse + validate: SQuAD 1.1 / 2.0 JSON → Examples
 # ---------------------------------------------------------------------------------------------
+
 
 def _answer_problem(answer, i: int, context: str, exact: bool) -> Optional[str]:
     """What is wrong with answers[i] of a question, or None. `exact`: it must sit at its answer_start."""
@@ -55,15 +61,21 @@ def _answer_problem(answer, i: int, context: str, exact: bool) -> Optional[str]:
     if isinstance(start, bool) or not isinstance(start, int) or start < 0:
         return f"answers[{i}]: 'answer_start' must be a non-negative integer, not {start!r}"
     if start + len(text) > len(context):
-        return (f"answers[{i}]: answer_start {start} plus the answer's {len(text)} characters runs past the end "
-                f"of the context ({len(context)} characters)")
-    if exact and context[start:start + len(text)] != text:
-        return (f"answer_start {start} does not point at the answer text {text!r} "
-                f"(the context there reads {context[start:start + len(text)]!r})")
+        return (
+            f"answers[{i}]: answer_start {start} plus the answer's {len(text)} characters runs past the end "
+            f"of the context ({len(context)} characters)"
+        )
+    if exact and context[start : start + len(text)] != text:
+        return (
+            f"answer_start {start} does not point at the answer text {text!r} "
+            f"(the context there reads {context[start:start + len(text)]!r})"
+        )
     return None
 
 
-def read_squad(path: str, split: str, skip_invalid: bool = False, source: Optional[str] = None) -> Examples:
+def read_squad(
+    path: str, split: str, skip_invalid: bool = False, source: Optional[str] = None
+) -> Examples:
     """Parse and validate a SQuAD 1.1 or 2.0 file. `split` is "train" (the first answer must sit at
     its answer_start: it becomes the label) or "validation". Invalid records (questions, paragraphs,
     articles) raise DataError naming the file and the record, or with `skip_invalid` (only the bool
@@ -74,9 +86,13 @@ def read_squad(path: str, split: str, skip_invalid: bool = False, source: Option
     except OSError as err:
         raise cache.unreadable(name, err) from err
     except UnicodeDecodeError as err:
-        raise DataError(f"{name}: not valid UTF-8 at byte {err.start}. Re-save the file as UTF-8.") from err
+        raise DataError(
+            f"{name}: not valid UTF-8 at byte {err.start}. Re-save the file as UTF-8."
+        ) from err
     except json.JSONDecodeError as err:
-        raise DataError(f"{name}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}.") from err
+        raise DataError(
+            f"{name}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}."
+        ) from err
     if not squad_file.is_squad(dataset):
         raise DataError(f"{name}: expected a SQuAD file, an object with a 'data' list of articles.")
 
@@ -86,37 +102,56 @@ def read_squad(path: str, split: str, skip_invalid: bool = False, source: Option
     def bad(where, problem):
         message = f"{name}: {where}: {problem}"
         if skip_invalid is not True:
-            raise DataError(message + ". Fix the record, or set data.skip_invalid_examples: true to skip it.")
+            raise DataError(
+                message + ". Fix the record, or set data.skip_invalid_examples: true to skip it."
+            )
         logger.warning("skipping %s", message)
         ex.skipped += 1
 
     def found(obj):
-        return f"its keys: {', '.join(map(repr, obj)) or 'none'}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+        return (
+            f"its keys: {', '.join(map(repr, obj)) or 'none'}"
+            if isinstance(obj, dict)
+            else f"a {type(obj).__name__}"
+        )
 
     def bad_record(kind, where, obj):
         # A misspelled key ('paragraph', 'qa') must not make its questions vanish.
         if kind == "article":
             title = obj.get("title") if isinstance(obj, dict) else None
-            bad(f"article {where}" + (f" ({title!r})" if isinstance(title, str) else ""),
-                f"expected an object with a 'paragraphs' list, found {found(obj)}")
+            bad(
+                f"article {where}" + (f" ({title!r})" if isinstance(title, str) else ""),
+                f"expected an object with a 'paragraphs' list, found {found(obj)}",
+            )
         else:
-            bad(f"paragraph {where}", f"expected an object with 'context' and a 'qas' list, found {found(obj)}")
+            bad(
+                f"paragraph {where}",
+                f"expected an object with 'context' and a 'qas' list, found {found(obj)}",
+            )
 
     for where, paragraph in squad_file.paragraphs(dataset["data"], bad_record):
         context, qas = paragraph.get("context"), paragraph["qas"]
         if not isinstance(context, str) or not context.strip():
             for q, qa in enumerate(qas):
                 qid = qa.get("id") if isinstance(qa, dict) else None
-                bad(f"question {qid!r}" if isinstance(qid, str) and qid else f"question {where}.qas[{q}]",
-                    "empty or missing context")
+                bad(
+                    f"question {qid!r}"
+                    if isinstance(qid, str) and qid
+                    else f"question {where}.qas[{q}]",
+                    "empty or missing context",
+                )
             continue
         ctx_idx = len(ex.contexts)
         ex.contexts.append(context)
         for q, qa in enumerate(qas):
             qid = qa.get("id") if isinstance(qa, dict) else None
             if not isinstance(qid, str) or not qid:
-                bad(f"question {where}.qas[{q}]", "missing question id (a non-empty string)"
-                    if isinstance(qa, dict) else f"expected a question object, found {found(qa)}")
+                bad(
+                    f"question {where}.qas[{q}]",
+                    "missing question id (a non-empty string)"
+                    if isinstance(qa, dict)
+                    else f"expected a question object, found {found(qa)}",
+                )
                 continue
             if qid in seen:
                 bad(f"question {qid!r}", "duplicate question id")
@@ -130,17 +165,29 @@ def read_squad(path: str, split: str, skip_invalid: bool = False, source: Option
             elif not isinstance(answers, list):
                 problem = f"'answers' must be a list, not {found(answers)}"
             elif impossible and answers:
-                problem = "'is_impossible' is true but 'answers' is not empty (SQuAD 2.0 keeps an unanswerable " \
-                          "question's spans in 'plausible_answers')"
+                problem = (
+                    "'is_impossible' is true but 'answers' is not empty (SQuAD 2.0 keeps an unanswerable "
+                    "question's spans in 'plausible_answers')"
+                )
             elif not impossible and not answers:
                 problem = "answerable question ('is_impossible' false or absent) without answers"
             else:
-                problem = next(filter(None, (_answer_problem(ans, i, context, split == "train" and i == 0)
-                                             for i, ans in enumerate(answers))), None)
+                problem = next(
+                    filter(
+                        None,
+                        (
+                            _answer_problem(ans, i, context, split == "train" and i == 0)
+                            for i, ans in enumerate(answers)
+                        ),
+                    ),
+                    None,
+                )
             if problem:
                 bad(f"question {qid!r}", problem)
                 continue
-            start, text = (-1, "") if impossible else (answers[0]["answer_start"], answers[0]["text"])
+            start, text = (
+                (-1, "") if impossible else (answers[0]["answer_start"], answers[0]["text"])
+            )
             seen.add(qid)
             ex.ids.append(qid)
             ex.questions.append(question.strip())
@@ -149,8 +196,12 @@ def read_squad(path: str, split: str, skip_invalid: bool = False, source: Option
             ex.answer_text.append(text)
             ex.is_impossible.append(impossible)
     if ex.skipped:
-        logger.warning("%s: skipped %d invalid records (questions, paragraphs or articles), kept %d questions",
-                       name, ex.skipped, len(ex))
+        logger.warning(
+            "%s: skipped %d invalid records (questions, paragraphs or articles), kept %d questions",
+            name,
+            ex.skipped,
+            len(ex),
+        )
     if not ex.ids:
         raise DataError(f"{name}: no usable questions found.")
     return ex
@@ -187,8 +238,15 @@ def _featurize_chunk(bounds: Tuple[int, int]) -> Tuple[int, int]:
     return hi - lo, len(arrays["input_ids"])
 
 
-def featurize(examples: Examples, tokenizer, spec: FeatureSpec, training: bool, workers: int = 1,
-              batch_size: int = 1000, tmp_dir: Optional[str] = None) -> Dict[str, np.ndarray]:
+def featurize(
+    examples: Examples,
+    tokenizer,
+    spec: FeatureSpec,
+    training: bool,
+    workers: int = 1,
+    batch_size: int = 1000,
+    tmp_dir: Optional[str] = None,
+) -> Dict[str, np.ndarray]:
     """Tokenize question + context windows. Every feature has input_ids (padded with the pad id to
     max_seq_length), lengths, example_index and optionally token_type_ids; training features carry
     start/end token labels (the CLS index 0 when unanswerable or the answer is outside the
@@ -204,36 +262,61 @@ def featurize(examples: Examples, tokenizer, spec: FeatureSpec, training: bool, 
         try:
             with contextlib.ExitStack() as stack:
                 if workers > 1 and len(bounds) > 1:
-                    pool = stack.enter_context(multiprocessing.get_context("fork").Pool(
-                        workers, initializer=_worker_init, initargs=(os.getpid(),)))
+                    pool = stack.enter_context(
+                        multiprocessing.get_context("fork").Pool(
+                            workers, initializer=_worker_init, initargs=(os.getpid(),)
+                        )
+                    )
                     results = pool.imap_unordered(_featurize_chunk, bounds)
                 else:
                     results = map(_featurize_chunk, bounds)
                 for questions, _ in results:
                     done += questions
                     rate = done / max(time.time() - started, 1e-9)
-                    logger.info("featurized %d/%d questions (%.0f/s, ETA %.0fs)", done, n, rate, (n - done) / rate)
+                    logger.info(
+                        "featurized %d/%d questions (%.0f/s, ETA %.0fs)",
+                        done,
+                        n,
+                        rate,
+                        (n - done) / rate,
+                    )
         finally:
             _WORK.clear()
         names = sorted({f.split(".")[1] for f in os.listdir(tmp)})
-        return {name: np.concatenate([np.load(os.path.join(tmp, f"{lo:010d}.{name}.npy")) for lo, _ in bounds])
-                for name in names}
+        return {
+            name: np.concatenate(
+                [np.load(os.path.join(tmp, f"{lo:010d}.{name}.npy")) for lo, _ in bounds]
+            )
+            for name in names
+        }
 
 
-def load_or_build_features(source: str, tokenizer, spec: FeatureSpec, split: str, cache_dir: str,
-                           do_lower_case: bool = True, skip_invalid: bool = False,
-                           lock_timeout: float = 3600, workers: int = 1,
-                           max_examples: Optional[int] = None) -> Tuple[cache.Features, str]:
+def load_or_build_features(
+    source: str,
+    tokenizer,
+    spec: FeatureSpec,
+    split: str,
+    cache_dir: str,
+    do_lower_case: bool = True,
+    skip_invalid: bool = False,
+    lock_timeout: float = 3600,
+    workers: int = 1,
+    max_examples: Optional[int] = None,
+) -> Tuple[cache.Features, str]:
     """Features for `source` (its first `max_examples` valid questions, when given), built at most
     once per key by whichever process gets the lock first; every other process (any rank, any
     trial, any host sharing `cache_dir`) waits and loads. Returns (features, "built" | "loaded")."""
     path = cache.fetch(source, cache_dir)
-    key = cache.cache_key(files.sha256_file(path), tokenizer, spec, do_lower_case, split, max_examples)
+    key = cache.cache_key(
+        files.sha256_file(path), tokenizer, spec, do_lower_case, split, max_examples
+    )
     root = os.path.join(cache_dir, "features")
     cache.make_cache_dir(root)
     entry = os.path.join(root, key)
-    read_only = (f"the cache directory {root} is read-only or not writable by this user, so the entry cannot be "
-                 f"built here. {cache.CACHE_FIX}")
+    read_only = (
+        f"the cache directory {root} is read-only or not writable by this user, so the entry cannot be "
+        f"built here. {cache.CACHE_FIX}"
+    )
     try:
         with cache.acquire(entry + ".lock", lock_timeout, entry) as locked:
             if os.path.isdir(entry):
@@ -248,31 +331,69 @@ def load_or_build_features(source: str, tokenizer, spec: FeatureSpec, split: str
                     logger.error("%s; moving it to %s and rebuilding", err, aside)
                     os.replace(entry, aside)
             if not locked:
-                raise DataError(f"{source}: no {split} features in the cache ({entry} is missing), and {read_only}")
+                raise DataError(
+                    f"{source}: no {split} features in the cache ({entry} is missing), and {read_only}"
+                )
             # Under the lock nobody else is building this key: temporary directories left by a
             # builder that died (kill -9, OOM, preemption) are debris.
             cache.remove_debris(root, key)
             logger.info("building %s features for %s (cache key %s)", split, source, key)
             examples = read_squad(path, split, skip_invalid, source=source)
             if max_examples is not None and max_examples < len(examples):
-                logger.info("%s: keeping the first %d of %d questions (data.max_%s_examples)", source, max_examples,
-                            len(examples), "train" if split == "train" else "eval")
-                examples = dataclasses.replace(examples, **{name: getattr(examples, name)[:max_examples] for name in (
-                    "ids", "questions", "context_index", "answer_start", "answer_text", "is_impossible")})
+                logger.info(
+                    "%s: keeping the first %d of %d questions (data.max_%s_examples)",
+                    source,
+                    max_examples,
+                    len(examples),
+                    "train" if split == "train" else "eval",
+                )
+                examples = dataclasses.replace(
+                    examples,
+                    **{
+                        name: getattr(examples, name)[:max_examples]
+                        for name in (
+                            "ids",
+                            "questions",
+                            "context_index",
+                            "answer_start",
+                            "answer_text",
+                            "is_impossible",
+                        )
+                    },
+                )
             with files.atomic_dir(entry) as tmp:
                 # The chunk files go inside the entry's temporary directory: debris a later build removes.
-                arrays = featurize(examples, tokenizer, spec, training=(split == "train"), workers=workers, tmp_dir=tmp)
-                cache.write_entry(tmp, arrays, examples, {"key": key, "source": source, "split": split,
-                                                     "spec": dataclasses.asdict(spec)})
+                arrays = featurize(
+                    examples,
+                    tokenizer,
+                    spec,
+                    training=(split == "train"),
+                    workers=workers,
+                    tmp_dir=tmp,
+                )
+                cache.write_entry(
+                    tmp,
+                    arrays,
+                    examples,
+                    {
+                        "key": key,
+                        "source": source,
+                        "split": split,
+                        "spec": dataclasses.asdict(spec),
+                    },
+                )
             return cache.load_entry(entry), "built"
     except filelock.Timeout as err:
-        raise DataError(f"waited {lock_timeout:.0f}s for another process building {entry}; if no build is "
-                        f"running, check the filesystem supports locks or raise data.cache_lock_timeout") from err
+        raise DataError(
+            f"waited {lock_timeout:.0f}s for another process building {entry}; if no build is "
+            f"running, check the filesystem supports locks or raise data.cache_lock_timeout"
+        ) from err
 
 
 # ---------------------------------------------------------------------------------------------
 # Dataset / collate
 # ---------------------------------------------------------------------------------------------
+
 
 class FeatureDataset(torch.utils.data.Dataset):
     """Serves feature indices; the Collator gathers whole batches from the memory-mapped arrays."""
@@ -287,7 +408,6 @@ class FeatureDataset(torch.utils.data.Dataset):
         return i
 
 
-
 def prepare(hp: dict, data_conf: dict, workers: Optional[int] = None) -> Tuple[dict, dict]:
     """Tokenizer + both splits' features for an experiment's settings: ({split: Features}, report)."""
     hp, data_conf = settings.hyperparameters(hp), settings.data(data_conf)
@@ -296,21 +416,38 @@ def prepare(hp: dict, data_conf: dict, workers: Optional[int] = None) -> Tuple[d
     tokenizer = models.load_tokenizer(name, hp["do_lower_case"])
     spec = models.feature_spec(hp, config.model_type, getattr(config, "type_vocab_size", 0))
     features, report = {}, {}
-    for split, source in (("train", data_conf["train_file"]), ("validation", data_conf["validation_file"])):
+    for split, source in (
+        ("train", data_conf["train_file"]),
+        ("validation", data_conf["validation_file"]),
+    ):
         f, status = load_or_build_features(
-            source, tokenizer, spec, split, cache.cache_root(data_conf), hp["do_lower_case"],
-            skip_invalid=data_conf["skip_invalid_examples"], lock_timeout=data_conf["cache_lock_timeout"],
+            source,
+            tokenizer,
+            spec,
+            split,
+            cache.cache_root(data_conf),
+            hp["do_lower_case"],
+            skip_invalid=data_conf["skip_invalid_examples"],
+            lock_timeout=data_conf["cache_lock_timeout"],
             workers=workers or data_conf.get("feature_workers") or os.cpu_count() or 1,
-            max_examples=data_conf.get("max_train_examples" if split == "train" else "max_eval_examples"))
+            max_examples=data_conf.get(
+                "max_train_examples" if split == "train" else "max_eval_examples"
+            ),
+        )
         features[split] = f
-        report[split] = {"key": f.manifest["key"], "status": status, "examples": f.manifest["num_examples"],
-                         "features": f.manifest["num_features"]}
+        report[split] = {
+            "key": f.manifest["key"],
+            "status": status,
+            "examples": f.manifest["num_examples"],
+            "features": f.manifest["num_features"],
+        }
     return features, {"tokenizer": tokenizer, "report": report}
 
 
 # ---------------------------------------------------------------------------------------------
 # audit: how well do the training labels recover the gold answers?
 # ---------------------------------------------------------------------------------------------
+
 
 def audit(path: str, tokenizer, spec: FeatureSpec) -> dict:
     """Label coverage of a SQuAD file: for each answerable question, whether the context text under
@@ -319,7 +456,9 @@ def audit(path: str, tokenizer, spec: FeatureSpec) -> dict:
     labels that cannot be right whatever the answer: end before start, or a span of no text."""
     import squad_eval
 
-    examples = read_squad(path, "validation")  # validation: bad answer_starts are reported, not fatal
+    examples = read_squad(
+        path, "validation"
+    )  # validation: bad answer_starts are reported, not fatal
     train = featurize(examples, tokenizer, spec, training=True)
     offsets = featurize(examples, tokenizer, spec, training=False)["offsets"]
     spans: Dict[int, List[str]] = {}
@@ -328,7 +467,7 @@ def audit(path: str, tokenizer, spec: FeatureSpec) -> dict:
         s, t = int(train["start_positions"][f]), int(train["end_positions"][f])
         if s > 0:
             context = examples.contexts[examples.context_index[e]]
-            cut = context[offsets[f, s, 0]:offsets[f, t, 1]]
+            cut = context[offsets[f, s, 0] : offsets[f, t, 1]]
             spans.setdefault(int(e), []).append(cut)
             if s > t:
                 start_after_end.append(examples.ids[e])
@@ -342,8 +481,10 @@ def audit(path: str, tokenizer, spec: FeatureSpec) -> dict:
         text, start = examples.answer_text[e], examples.answer_start[e]
         context = examples.contexts[examples.context_index[e]]
         got = spans.get(e, [])
-        bad_start = context[start:start + len(text)] != text
-        if not bad_start and any(squad_eval.normalize_answer(g) == squad_eval.normalize_answer(text) for g in got):
+        bad_start = context[start : start + len(text)] != text
+        if not bad_start and any(
+            squad_eval.normalize_answer(g) == squad_eval.normalize_answer(text) for g in got
+        ):
             recovered += 1
             recovered_exact += text in got
             continue
@@ -355,23 +496,43 @@ def audit(path: str, tokenizer, spec: FeatureSpec) -> dict:
             reason = "answer in no window"
         else:
             reason = "tokenization boundary"
-        unrecovered.append({"id": examples.ids[e], "answer": text, "labeled": got[:1], "reason": reason})
-    return {"examples": len(examples), "features": int(len(train["input_ids"])), "answerable": len(answerable),
-            "recovered": recovered, "recovered_exact": recovered_exact, "unrecovered": unrecovered,
-            "labels_start_after_end": start_after_end, "labels_empty_span": empty_span}
+        unrecovered.append(
+            {"id": examples.ids[e], "answer": text, "labeled": got[:1], "reason": reason}
+        )
+    return {
+        "examples": len(examples),
+        "features": int(len(train["input_ids"])),
+        "answerable": len(answerable),
+        "recovered": recovered,
+        "recovered_exact": recovered_exact,
+        "unrecovered": unrecovered,
+        "labels_start_after_end": start_after_end,
+        "labels_empty_span": empty_span,
+    }
 
 
 def main(argv=None) -> None:
     parser = errors.ArgumentParser(description="SQuAD data commands.")
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("prepare", help="download and build the feature caches of a config, without training")
+    p = commands.add_parser(
+        "prepare", help="download and build the feature caches of a config, without training"
+    )
     p.add_argument("--config", required=True)
     p.add_argument("--workers", type=int, help="feature worker processes (default: every CPU core)")
-    p.add_argument("--cache-dir", help="build the cache here instead (a cluster config's bind_mount_path is the "
-                   "container's view: on a login node give the network filesystem's host path)")
-    p.add_argument("--save-model", metavar="DIR", help="also save the model and tokenizer here (for nodes without "
-                   "internet: then set hyperparameters.pretrained_model_name to DIR)")
-    a = commands.add_parser("audit", help="label coverage report of a SQuAD file (JSON on the last line)")
+    p.add_argument(
+        "--cache-dir",
+        help="build the cache here instead (a cluster config's bind_mount_path is the "
+        "container's view: on a login node give the network filesystem's host path)",
+    )
+    p.add_argument(
+        "--save-model",
+        metavar="DIR",
+        help="also save the model and tokenizer here (for nodes without "
+        "internet: then set hyperparameters.pretrained_model_name to DIR)",
+    )
+    a = commands.add_parser(
+        "audit", help="label coverage report of a SQuAD file (JSON on the last line)"
+    )
     a.add_argument("squad_file")
     a.add_argument("--model", required=True, help="model name or directory (its tokenizer is used)")
     a.add_argument("--max-seq-length", type=int, default=384)
@@ -390,12 +551,20 @@ def main(argv=None) -> None:
         hparams = resolved["hyperparameters"]
         _, info = prepare(hparams, resolved["data"], args.workers)
         if args.save_model:
-            info["report"]["model_dir"] = models.save_model(hparams["pretrained_model_name"], args.save_model)
+            info["report"]["model_dir"] = models.save_model(
+                hparams["pretrained_model_name"], args.save_model
+            )
         print(json.dumps(info["report"]))
     else:
-        hp = settings.hyperparameters({"pretrained_model_name": args.model, "max_seq_length": args.max_seq_length,
-                                       "doc_stride": args.doc_stride, "max_query_length": args.max_query_length,
-                                       "global_batch_size": 1})
+        hp = settings.hyperparameters(
+            {
+                "pretrained_model_name": args.model,
+                "max_seq_length": args.max_seq_length,
+                "doc_stride": args.doc_stride,
+                "max_query_length": args.max_query_length,
+                "global_batch_size": 1,
+            }
+        )
         model_type = models.load_model_config(args.model).model_type
         tokenizer = models.load_tokenizer(args.model, not args.no_lower_case)
         print(json.dumps(audit(args.squad_file, tokenizer, models.feature_spec(hp, model_type))))

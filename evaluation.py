@@ -23,13 +23,22 @@ class SquadEvaluator:
     evaluated (samplers.QuestionShardedBatchSampler); the chief merges the answers, scores them and
     writes the predictions files."""
 
-    def __init__(self, features: Features, validation_path: str, hp: Dict[str, Any], owned: np.ndarray):
-        self.features, self.validation_path, self.hp, self.owned = features, validation_path, hp, owned
+    def __init__(
+        self, features: Features, validation_path: str, hp: Dict[str, Any], owned: np.ndarray
+    ):
+        self.features, self.validation_path, self.hp, self.owned = (
+            features,
+            validation_path,
+            hp,
+            owned,
+        )
         self.out_dir: Optional[str] = None  # where the next validation writes its files (chief)
         self.step = 0  # the batch the next validation follows
         self.tensorboard = None  # the chief's SummaryWriter factory, for the curves
         self.last_dir: Optional[str] = None
-        self.articles: Optional[list] = None  # the validation file's gold answers, read at the first validation
+        self.articles: Optional[list] = (
+            None  # the validation file's gold answers, read at the first validation
+        )
 
     def answers(self, feature_index: np.ndarray, start_logits: np.ndarray, end_logits: np.ndarray):
         """(predictions, nbest, null_odds) of this rank's questions, from their features' logits
@@ -39,14 +48,22 @@ class SquadEvaluator:
         keep = np.isin(feature_index, self.owned)
         feature_index, first = np.unique(feature_index[keep], return_index=True)
         if not np.array_equal(feature_index, self.owned):
-            raise RuntimeError(f"validation covered {len(feature_index)} of this rank's {len(self.owned)} features")
+            raise RuntimeError(
+                f"validation covered {len(feature_index)} of this rank's {len(self.owned)} features"
+            )
         example_index = np.asarray(self.features.arrays["example_index"])[feature_index]
         questions, local = np.unique(example_index, return_inverse=True)
         return postprocess.postprocess(
-            [self.features.example_ids[q] for q in questions], [self.features.example_contexts[q] for q in questions],
-            local, self.features.arrays["offsets"][feature_index], start_logits[keep][first], end_logits[keep][first],
-            n_best_size=self.hp["n_best_size"], max_answer_length=self.hp["max_answer_length"],
-            null_score_diff_threshold=self.hp["null_score_diff_threshold"])
+            [self.features.example_ids[q] for q in questions],
+            [self.features.example_contexts[q] for q in questions],
+            local,
+            self.features.arrays["offsets"][feature_index],
+            start_logits[keep][first],
+            end_logits[keep][first],
+            n_best_size=self.hp["n_best_size"],
+            max_answer_length=self.hp["max_answer_length"],
+            null_score_diff_threshold=self.hp["null_score_diff_threshold"],
+        )
 
     def score(self, predictions: dict, nbest: dict, null_odds: dict) -> Dict[str, Any]:
         """Official metrics of every question's answer; writes the predictions files (chief)."""
@@ -55,11 +72,19 @@ class SquadEvaluator:
             # (with skip_invalid_examples) is not scored, however malformed.
             kept = set(self.features.example_ids)
             dataset = squad_file.load(self.validation_path, lenient_text=True)
-            questions = [qa for qa in squad_file.questions(dataset["data"], bad=lambda *_: None)
-                         if isinstance(qa, dict) and qa.get("id") in kept]
+            questions = [
+                qa
+                for qa in squad_file.questions(dataset["data"], bad=lambda *_: None)
+                if isinstance(qa, dict) and qa.get("id") in kept
+            ]
             self.articles = [{"paragraphs": [{"qas": questions}]}]
-        metrics = squad_eval.evaluate(self.articles, predictions, null_odds, self.hp["null_score_diff_threshold"],
-                                      span_preds=postprocess.best_spans(nbest))
+        metrics = squad_eval.evaluate(
+            self.articles,
+            predictions,
+            null_odds,
+            self.hp["null_score_diff_threshold"],
+            span_preds=postprocess.best_spans(nbest),
+        )
         curves = squad_eval.precision_recall(self.articles, predictions, null_odds)
         metrics.update(squad_eval.pr_metrics(curves))
         if self.out_dir:
@@ -67,12 +92,20 @@ class SquadEvaluator:
             # The official evaluation's pictures, beside the predictions and in TensorBoard.
             figures = squad_eval.figures(self.articles, null_odds, curves)
             squad_eval.write_figures(self.out_dir, figures)
-            logger.info("wrote predictions.json, nbest_predictions.json, null_odds.json, metrics.json and %s to %s",
-                        ", ".join(figures), self.out_dir)
+            logger.info(
+                "wrote predictions.json, nbest_predictions.json, null_odds.json, metrics.json and %s to %s",
+                ", ".join(figures),
+                self.out_dir,
+            )
             if self.tensorboard is not None:
                 writer = self.tensorboard()
                 for name, figure in figures.items():
-                    writer.add_image(f"squad/{name[:-4]}", squad_eval.figure_rgb(figure), self.step, dataformats="HWC")
+                    writer.add_image(
+                        f"squad/{name[:-4]}",
+                        squad_eval.figure_rgb(figure),
+                        self.step,
+                        dataformats="HWC",
+                    )
                 writer.flush()
             self.last_dir = self.out_dir
         return metrics
@@ -92,13 +125,19 @@ class LogitsReducer(pytorch.MetricReducer):
         self.parts = []
 
     def update(self, feature_index: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> None:
-        self.parts.append((feature_index.cpu().numpy(), start.float().cpu().numpy(), end.float().cpu().numpy()))
+        self.parts.append(
+            (feature_index.cpu().numpy(), start.float().cpu().numpy(), end.float().cpu().numpy())
+        )
 
     def per_slot_reduce(self):
         answers = self.evaluator.answers(*postprocess.stack_logits(self.parts))
         text = json.dumps(answers)  # JSON text, not pickled objects, crosses the process boundary
-        logger.info("rank %d answered its %d questions (%d bytes of answers)", self.distributed.rank,
-                    len(answers[0]), len(text))
+        logger.info(
+            "rank %d answered its %d questions (%d bytes of answers)",
+            self.distributed.rank,
+            len(answers[0]),
+            len(text),
+        )
         gathered = self.distributed.gather(text)  # to the chief only
         if gathered is None:
             return None

@@ -34,7 +34,9 @@ def sha256_file(path: str) -> str:
 def temp_sibling(path: str) -> str:
     """The temporary name beside `path` that its atomic publish writes first."""
     path = os.path.abspath(path)
-    return os.path.join(os.path.dirname(path), f".partial-{os.path.basename(path)}.{os.getpid()}.tmp")
+    return os.path.join(
+        os.path.dirname(path), f".partial-{os.path.basename(path)}.{os.getpid()}.tmp"
+    )
 
 
 def _fsync(path: str) -> None:

@@ -40,7 +40,9 @@ logger = logging.getLogger("model_def")
 
 
 class SquadTrial(pytorch.PyTorchTrial):
-    def __init__(self, context: pytorch.PyTorchTrialContext, output_dir: Optional[str] = None) -> None:
+    def __init__(
+        self, context: pytorch.PyTorchTrialContext, output_dir: Optional[str] = None
+    ) -> None:
         self.context = context
         self.predictions_dir = callbacks.predictions_root(output_dir)
         if isinstance(context, pytorch.CheckpointLoadContext):
@@ -55,38 +57,70 @@ class SquadTrial(pytorch.PyTorchTrial):
             self.tokenizer = models.load_tokenizer(source, hp["do_lower_case"])
             self.model = context.wrap_model(models.checkpoint_model(source))
             return
-        self.hp = hp = settings.hyperparameters(context.get_hparams(), slots=context.distributed.size)
+        self.hp = hp = settings.hyperparameters(
+            context.get_hparams(), slots=context.distributed.size
+        )
         data_conf = settings.data(context.get_data_config())
         features, info = data.prepare(hp, data_conf)
         self.tokenizer = info["tokenizer"]
         self.train_features, self.eval_features = features["train"], features["validation"]
         for split, report in info["report"].items():
-            logger.info("%s features: %d from %d questions (%s, cache key %s)", split, report["features"],
-                        report["examples"], report["status"], report["key"])
-        self.autocast = training.precision(hp["amp"], context)  # before wrap_model: fp16 wraps the forward pass
+            logger.info(
+                "%s features: %d from %d questions (%s, cache key %s)",
+                split,
+                report["features"],
+                report["examples"],
+                report["status"],
+                report["key"],
+            )
+        self.autocast = training.precision(
+            hp["amp"], context
+        )  # before wrap_model: fp16 wraps the forward pass
         self.model = context.wrap_model(models.load_model(hp))
         self.optimizer = context.wrap_optimizer(training.build_optimizer(self.model, hp))
         length = self.max_length()
         # The training length in batches (the data loader is built once for it, not at every use).
-        self.total_batches = length.value if isinstance(length, pytorch.Batch) else length.value * self.batches_per_epoch()
+        self.total_batches = (
+            length.value
+            if isinstance(length, pytorch.Batch)
+            else length.value * self.batches_per_epoch()
+        )
         total = math.ceil(self.total_batches / hp["aggregation_frequency"])  # optimizer steps
         warmup = int(hp["warmup_fraction"] * total)
-        logger.info("%d optimizer steps (%d warmup), effective batch %d", total, warmup,
-                    context.get_global_batch_size() * hp["aggregation_frequency"])
+        logger.info(
+            "%d optimizer steps (%d warmup), effective batch %d",
+            total,
+            warmup,
+            context.get_global_batch_size() * hp["aggregation_frequency"],
+        )
         self.scheduler = context.wrap_lr_scheduler(
-            torch.optim.lr_scheduler.LambdaLR(self.optimizer, training.linear_warmup_decay(warmup, total)),
-            step_mode=pytorch.LRScheduler.StepMode.STEP_EVERY_OPTIMIZER_STEP)
+            torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, training.linear_warmup_decay(warmup, total)
+            ),
+            step_mode=pytorch.LRScheduler.StepMode.STEP_EVERY_OPTIMIZER_STEP,
+        )
 
         self.eval_sampler = samplers.QuestionShardedBatchSampler(
-            self.eval_features.arrays["lengths"], self.eval_features.arrays["example_index"],
-            context.get_per_slot_batch_size(), replicas=context.distributed.size)
+            self.eval_features.arrays["lengths"],
+            self.eval_features.arrays["example_index"],
+            context.get_per_slot_batch_size(),
+            replicas=context.distributed.size,
+        )
         validation_path = cache.fetch(data_conf["validation_file"], cache.cache_root(data_conf))
-        self.evaluator = evaluation.SquadEvaluator(self.eval_features, validation_path,
-                                        hp, self.eval_sampler.owned(context.distributed.rank))
+        self.evaluator = evaluation.SquadEvaluator(
+            self.eval_features,
+            validation_path,
+            hp,
+            self.eval_sampler.owned(context.distributed.rank),
+        )
         if context.distributed.rank == 0:
             self.evaluator.tensorboard = context.get_tensorboard_writer
-        self.logits = context.wrap_reducer(evaluation.LogitsReducer(self.evaluator, context.distributed), for_training=False)
-        self.grad_norm = 0.0  # gradient norm at the last optimizer step (NaN is not valid JSON for the master)
+        self.logits = context.wrap_reducer(
+            evaluation.LogitsReducer(self.evaluator, context.distributed), for_training=False
+        )
+        self.grad_norm = (
+            0.0  # gradient norm at the last optimizer step (NaN is not valid JSON for the master)
+        )
         self.last_batch_end: Optional[float] = None
         self.batches_trained = 0
         self.last_metrics: Dict[str, Any] = {}
@@ -103,13 +137,21 @@ class SquadTrial(pytorch.PyTorchTrial):
     def _clip(self, params) -> None:
         self.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.hp["max_grad_norm"]))
 
-    def train_batch(self, batch: Dict[str, torch.Tensor], epoch_idx: int, batch_idx: int) -> Dict[str, Any]:
+    def train_batch(
+        self, batch: Dict[str, torch.Tensor], epoch_idx: int, batch_idx: int
+    ) -> Dict[str, Any]:
         started = time.perf_counter()
         batch.pop("feature_index")
         start_positions, end_positions = batch.pop("start_positions"), batch.pop("end_positions")
         with self.autocast():
             out = self.model(**batch)
-        loss = training.qa_loss(out.start_logits, out.end_logits, start_positions, end_positions, batch["attention_mask"])
+        loss = training.qa_loss(
+            out.start_logits,
+            out.end_logits,
+            start_positions,
+            end_positions,
+            batch["attention_mask"],
+        )
         self.context.backward(loss)
         self.context.step_optimizer(self.optimizer, clip_grads=self._clip)
         loss = loss.item()  # also waits for the device, so the timing below is real
@@ -119,14 +161,20 @@ class SquadTrial(pytorch.PyTorchTrial):
         self.batches_trained = batch_idx + 1
         world = self.context.distributed.size
         mask = batch["attention_mask"]
-        return {"loss": loss, "lr": self.scheduler.get_last_lr()[0], "grad_norm": self.grad_norm,
-                "examples_per_s": world * mask.shape[0] / seconds,
-                "tokens_per_s": world * float(mask.sum()) / seconds,
-                "padding_efficiency": float(mask.float().mean())}
+        return {
+            "loss": loss,
+            "lr": self.scheduler.get_last_lr()[0],
+            "grad_norm": self.grad_norm,
+            "examples_per_s": world * mask.shape[0] / seconds,
+            "tokens_per_s": world * float(mask.sum()) / seconds,
+            "padding_efficiency": float(mask.float().mean()),
+        }
 
     def evaluate_batch(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> Dict[str, Any]:
         if batch_idx == 0 and self.context.distributed.rank == 0:
-            self.evaluator.out_dir = os.path.join(self.predictions_dir, f"batch_{self.batches_trained}")
+            self.evaluator.out_dir = os.path.join(
+                self.predictions_dir, f"batch_{self.batches_trained}"
+            )
             self.evaluator.step = self.batches_trained
         feature_index = batch.pop("feature_index")
         with self.autocast():
@@ -142,20 +190,33 @@ class SquadTrial(pytorch.PyTorchTrial):
         collate = data.Collator(features.arrays, self.hp["pad_to_max_length"])
         dataset, batch_size = data.FeatureDataset(features), self.context.get_per_slot_batch_size()
         if self.hp["bucket_by_length"] and not self.hp["pad_to_max_length"]:
-            sampler = samplers.LengthBucketBatchSampler(features.arrays["lengths"], batch_size, True, int(self.hp["seed"]),
-                                                    replicas=self.context.distributed.size)
+            sampler = samplers.LengthBucketBatchSampler(
+                features.arrays["lengths"],
+                batch_size,
+                True,
+                int(self.hp["seed"]),
+                replicas=self.context.distributed.size,
+            )
             return pytorch.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
         generator = torch.Generator().manual_seed(int(self.hp["seed"]))
-        return pytorch.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collate)
+        return pytorch.DataLoader(
+            dataset, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collate
+        )
 
     def build_validation_data_loader(self) -> pytorch.DataLoader:
         # Sorted by length within each rank, every question's features on one rank (SquadEvaluator).
-        return pytorch.DataLoader(data.FeatureDataset(self.eval_features), batch_sampler=self.eval_sampler,
-                                  collate_fn=data.Collator(self.eval_features.arrays, self.hp["pad_to_max_length"]))
+        return pytorch.DataLoader(
+            data.FeatureDataset(self.eval_features),
+            batch_sampler=self.eval_sampler,
+            collate_fn=data.Collator(self.eval_features.arrays, self.hp["pad_to_max_length"]),
+        )
 
     def build_callbacks(self) -> Dict[str, pytorch.PyTorchCallback]:
-        return {"checkpoint_extras": callbacks.CheckpointExtras(self), "last_metrics": callbacks.KeepMetrics(self),
-                "consolidate": callbacks.ConsolidateShardedOptimizer(self)}
+        return {
+            "checkpoint_extras": callbacks.CheckpointExtras(self),
+            "last_metrics": callbacks.KeepMetrics(self),
+            "consolidate": callbacks.ConsolidateShardedOptimizer(self),
+        }
 
 
 def period(batches: Any) -> Optional[pytorch.TrainUnit]:
@@ -164,12 +225,23 @@ def period(batches: Any) -> Optional[pytorch.TrainUnit]:
 
 
 def main(argv=None) -> Dict[str, Any]:
-    parser = errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="experiment config (local runs); on a cluster it comes from the master")
-    parser.add_argument("--output-dir", default="outputs", help="local runs: checkpoints and TensorBoard events")
-    parser.add_argument("--resume", help="local runs: a checkpoint directory under <output-dir>/determined")
-    parser.add_argument("--check", action="store_true",
-                        help="validate the config and print the resolved settings as JSON, without training")
+    parser = errors.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config", help="experiment config (local runs); on a cluster it comes from the master"
+    )
+    parser.add_argument(
+        "--output-dir", default="outputs", help="local runs: checkpoints and TensorBoard events"
+    )
+    parser.add_argument(
+        "--resume", help="local runs: a checkpoint directory under <output-dir>/determined"
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the config and print the resolved settings as JSON, without training",
+    )
     args = parser.parse_args(argv)
     errors.setup_logging()
 
@@ -181,14 +253,19 @@ def main(argv=None) -> Dict[str, Any]:
     if on_cluster:
         # The experiment config's parts through public APIs: the data section, this trial's
         # hyperparameters and the slots it was given.
-        config = {"data": info.user_data, "resources": {"slots_per_trial": sum(info.container_slot_counts)}}
+        config = {
+            "data": info.user_data,
+            "resources": {"slots_per_trial": sum(info.container_slot_counts)},
+        }
         resolved = settings.resolve(config, "experiment config", hparams=info.trial.hparams)
         hparams, latest_checkpoint = info.trial.hparams, info.latest_checkpoint
     else:
         if not args.config:
             parser.error("--config is required outside a Determined cluster")
         exp_conf = settings.load_config(args.config)
-        resolved = settings.resolve(exp_conf, args.config, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+        resolved = settings.resolve(
+            exp_conf, args.config, world_size=int(os.environ.get("WORLD_SIZE", "1"))
+        )
         hparams, latest_checkpoint = resolved["hyperparameters"], None
     if args.check:
         print(json.dumps(resolved, indent=1))
@@ -200,13 +277,17 @@ def main(argv=None) -> Dict[str, Any]:
         if args.resume:
             checkpoint = os.path.abspath(args.resume)
             if os.path.dirname(checkpoint) != os.path.join(output_dir, "determined"):
-                parser.error(f"--resume {args.resume}: expected a checkpoint under {output_dir}/determined")
+                parser.error(
+                    f"--resume {args.resume}: expected a checkpoint under {output_dir}/determined"
+                )
             try:
                 with open(os.path.join(checkpoint, "metadata.json")) as f:
                     steps_completed = int(json.load(f)["steps_completed"])
             except (OSError, ValueError, KeyError, TypeError) as err:
-                raise errors.ConfigError(f"--resume {args.resume}: not a readable checkpoint of this trial "
-                                           f"({type(err).__name__}: {err}); pass a directory under {output_dir}/determined") from err
+                raise errors.ConfigError(
+                    f"--resume {args.resume}: not a readable checkpoint of this trial "
+                    f"({type(err).__name__}: {err}); pass a directory under {output_dir}/determined"
+                ) from err
             latest_checkpoint = os.path.basename(checkpoint)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # Under torchrun: the gloo backend on CPU, as Determined's launcher would set up on a cluster.
@@ -218,19 +299,25 @@ def main(argv=None) -> Dict[str, Any]:
         random.seed(int(hp["seed"]))
         np.random.seed(int(hp["seed"]))
         torch.manual_seed(int(hp["seed"]))
-    with det.pytorch.init(hparams=hparams, exp_conf=exp_conf, distributed=distributed,
-                          aggregation_frequency=int(hp["aggregation_frequency"])) as context:
+    with det.pytorch.init(
+        hparams=hparams,
+        exp_conf=exp_conf,
+        distributed=distributed,
+        aggregation_frequency=int(hp["aggregation_frequency"]),
+    ) as context:
         if not on_cluster:
             callbacks.set_local_tensorboard_dir(context, os.path.join(output_dir, "tensorboard"))
         trial = SquadTrial(context, None if on_cluster else output_dir)
         trainer = det.pytorch.Trainer(trial, context)
         with callbacks.resume_at(steps_completed):
-            trainer.fit(max_length=trial.max_length(),
-                        validation_period=period(hp["validation_period_batches"]),
-                        checkpoint_period=period(hp["checkpoint_period_batches"]),
-                        reporting_period=pytorch.Batch(int(hp["reporting_period_batches"])),
-                        checkpoint_policy="best" if on_cluster else "all",
-                        latest_checkpoint=latest_checkpoint)
+            trainer.fit(
+                max_length=trial.max_length(),
+                validation_period=period(hp["validation_period_batches"]),
+                checkpoint_period=period(hp["checkpoint_period_batches"]),
+                reporting_period=pytorch.Batch(int(hp["reporting_period_batches"])),
+                checkpoint_policy="best" if on_cluster else "all",
+                latest_checkpoint=latest_checkpoint,
+            )
     if context.distributed.rank == 0 and not on_cluster:
         print(json.dumps(trial.last_metrics, default=float), flush=True)
     return trial.last_metrics

@@ -46,22 +46,34 @@ def load_tokenizer(name: str, do_lower_case: bool = True):
     model (ALBERT's spiece.model) is converted by transformers with the `sentencepiece` package."""
     from transformers import AutoTokenizer
 
-    fix = ("A model directory needs tokenizer.json, or its family's vocabulary files with "
-           "tokenizer_config.json (ALBERT: spiece.model); tokenizer.save_pretrained(DIR) writes them.")
+    fix = (
+        "A model directory needs tokenizer.json, or its family's vocabulary files with "
+        "tokenizer_config.json (ALBERT: spiece.model); tokenizer.save_pretrained(DIR) writes them."
+    )
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, do_lower_case=do_lower_case)
     except Exception as err:  # transformers' errors here are of many types and rarely name the file
         if not os.path.isdir(name):
             raise
-        raise DataError(f"{name}: no usable tokenizer ({type(err).__name__}: {err}). The directory has: "
-                        f"{', '.join(sorted(os.listdir(name))) or 'nothing'}. {fix}") from err
-    where = f"{name} (it has: {', '.join(sorted(os.listdir(name))) or 'nothing'})" if os.path.isdir(name) else name
+        raise DataError(
+            f"{name}: no usable tokenizer ({type(err).__name__}: {err}). The directory has: "
+            f"{', '.join(sorted(os.listdir(name))) or 'nothing'}. {fix}"
+        ) from err
+    where = (
+        f"{name} (it has: {', '.join(sorted(os.listdir(name))) or 'nothing'})"
+        if os.path.isdir(name)
+        else name
+    )
     if not tokenizer.is_fast:
-        raise DataError(f"{where}: no usable tokenizer: {type(tokenizer).__name__} is not a fast one; post-processing needs "
-                        f"its offset mappings. {fix}")
+        raise DataError(
+            f"{where}: no usable tokenizer: {type(tokenizer).__name__} is not a fast one; post-processing needs "
+            f"its offset mappings. {fix}"
+        )
     if len(tokenizer.get_vocab()) <= len(set(tokenizer.all_special_ids)):
         # transformers 5 builds an empty tokenizer when a directory has no tokenizer files at all.
-        raise DataError(f"{where}: no usable tokenizer: it has no vocabulary besides its special tokens. {fix}")
+        raise DataError(
+            f"{where}: no usable tokenizer: it has no vocabulary besides its special tokens. {fix}"
+        )
     return tokenizer
 
 
@@ -72,7 +84,9 @@ def load_model_config(name: str):
     try:
         return AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as err:
-        raise DataError(f"{name}: cannot read the model's config.json: {str(err).splitlines()[0]}") from err
+        raise DataError(
+            f"{name}: cannot read the model's config.json: {str(err).splitlines()[0]}"
+        ) from err
 
 
 def load_pretrained_model(name: str, **kwargs):
@@ -82,10 +96,16 @@ def load_pretrained_model(name: str, **kwargs):
     from transformers import AutoConfig, AutoModelForQuestionAnswering
 
     def error(err):
-        what = f" (it has: {', '.join(sorted(os.listdir(name))) or 'nothing'})" if os.path.isdir(name) else ""
-        return UserError(f"{name}{what}: cannot load the model: {str(err).splitlines()[0]}. A model directory needs "
-                         "config.json and weights (model.safetensors) as save_pretrained writes them; a hub name "
-                         "needs network access or the model in the Hugging Face cache")
+        what = (
+            f" (it has: {', '.join(sorted(os.listdir(name))) or 'nothing'})"
+            if os.path.isdir(name)
+            else ""
+        )
+        return UserError(
+            f"{name}{what}: cannot load the model: {str(err).splitlines()[0]}. A model directory needs "
+            "config.json and weights (model.safetensors) as save_pretrained writes them; a hub name "
+            "needs network access or the model in the Hugging Face cache"
+        )
 
     try:
         config = AutoConfig.from_pretrained(name)
@@ -100,10 +120,17 @@ def load_pretrained_model(name: str, **kwargs):
 def feature_spec(hp: dict, model_type: Optional[str], type_vocab_size: int = 0) -> FeatureSpec:
     family = constants.MODEL_FAMILIES.get(model_type)
     if family is None:
-        logger.warning("model type %r is not in constants.MODEL_FAMILIES; segment ids %s", model_type,
-                       "used" if type_vocab_size > 1 else "not used")
-    return FeatureSpec(hp["max_seq_length"], hp["doc_stride"], hp["max_query_length"],
-                       token_type_ids=family["token_type_ids"] if family else type_vocab_size > 1)
+        logger.warning(
+            "model type %r is not in constants.MODEL_FAMILIES; segment ids %s",
+            model_type,
+            "used" if type_vocab_size > 1 else "not used",
+        )
+    return FeatureSpec(
+        hp["max_seq_length"],
+        hp["doc_stride"],
+        hp["max_query_length"],
+        token_type_ids=family["token_type_ids"] if family else type_vocab_size > 1,
+    )
 
 
 def squad_settings(hp: dict, config, metrics: Optional[dict] = None, threshold="tuned") -> dict:
@@ -112,23 +139,33 @@ def squad_settings(hp: dict, config, metrics: Optional[dict] = None, threshold="
     threshold is, by default, the one that maximized F1 on the validation `metrics` came from
     (best_f1_thresh, as SQuAD 2.0 practice tunes it); "config" keeps the config's, a number sets it.
     `null_score_diff_threshold_source` says which."""
-    keys = ("max_seq_length", "doc_stride", "max_query_length", "n_best_size", "max_answer_length",
-            "null_score_diff_threshold", "do_lower_case")
+    keys = (
+        "max_seq_length",
+        "doc_stride",
+        "max_query_length",
+        "n_best_size",
+        "max_answer_length",
+        "null_score_diff_threshold",
+        "do_lower_case",
+    )
     spec = feature_spec(hp, config.model_type, getattr(config, "type_vocab_size", 0))
     out = {**{k: hp[k] for k in keys}, "token_type_ids": spec.token_type_ids}
     configured = hp["null_score_diff_threshold"]
     if threshold == "tuned" and metrics and "best_f1_thresh" in metrics:
         out["null_score_diff_threshold"] = float(metrics["best_f1_thresh"])
-        source = (f"tuned on the validation after batch {metrics.get('batches', '?')}: F1 {metrics['best_f1']:.2f} "
-                  f"there, {metrics['f1']:.2f} at the config's {configured}")
+        source = (
+            f"tuned on the validation after batch {metrics.get('batches', '?')}: F1 {metrics['best_f1']:.2f} "
+            f"there, {metrics['f1']:.2f} at the config's {configured}"
+        )
     elif threshold in ("tuned", "config"):
-        source = "the config's" + ("" if threshold == "config" else " (no validation metrics to tune it on)")
+        source = "the config's" + (
+            "" if threshold == "config" else " (no validation metrics to tune it on)"
+        )
     else:
         out["null_score_diff_threshold"] = float(threshold)
         source = "given when exported"
     out["null_score_diff_threshold_source"] = source
     return out
-
 
 
 def save_model(name: str, out_dir: str) -> str:
@@ -141,7 +178,6 @@ def save_model(name: str, out_dir: str) -> str:
     return os.path.abspath(out_dir)
 
 
-
 def load_model(hp: Dict[str, Any]) -> torch.nn.Module:
     """The QA model to train, through the Auto classes, with PyTorch's fused
     scaled_dot_product_attention where the architecture supports it (ALBERT does)."""
@@ -149,7 +185,9 @@ def load_model(hp: Dict[str, Any]) -> torch.nn.Module:
     try:
         model = load_pretrained_model(name, attn_implementation="sdpa")
     except (ValueError, ImportError) as err:
-        logger.warning("%s: no scaled_dot_product_attention support (%s); using eager attention", name, err)
+        logger.warning(
+            "%s: no scaled_dot_product_attention support (%s); using eager attention", name, err
+        )
         model = load_pretrained_model(name, attn_implementation="eager")
     logger.info("attention implementation: %s", model.config._attn_implementation)
     if hp.get("gradient_checkpointing"):
@@ -176,7 +214,9 @@ def checkpoint_model(source: str) -> torch.nn.Module:
 
     model = AutoModelForQuestionAnswering.from_config(AutoConfig.from_pretrained(source))
     model._register_load_state_dict_pre_hook(
-        lambda state, *_: torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "module.")
+        lambda state, *_: torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(
+            state, "module."
+        )
     )
     return model.eval()
 
@@ -185,8 +225,10 @@ def load_checkpoint(checkpoint_dir: str) -> Tuple[torch.nn.Module, Any, Dict[str
     """(model, tokenizer, hyperparameters) from a Determined checkpoint directory written by this trial."""
     state_path = os.path.join(checkpoint_dir, "state_dict.pth")
     if not os.path.isfile(state_path):
-        raise UserError(f"{checkpoint_dir}: no state_dict.pth; pass a Determined checkpoint directory "
-                        "(det checkpoint download UUID) or an exported model directory")
+        raise UserError(
+            f"{checkpoint_dir}: no state_dict.pth; pass a Determined checkpoint directory "
+            "(det checkpoint download UUID) or an exported model directory"
+        )
     try:
         with open(os.path.join(checkpoint_dir, "load_data.json")) as f:
             # Only the model's settings matter here: a checkpoint written under older rules still loads.
@@ -197,16 +239,28 @@ def load_checkpoint(checkpoint_dir: str) -> Tuple[torch.nn.Module, Any, Dict[str
         # weights (WEIGHTS_ONLY_LOADS): there, as in Determined's own loads, torch.load unpickles.
         state = torch.load(state_path, map_location="cpu", weights_only=WEIGHTS_ONLY_LOADS)
         model.load_state_dict(state["models_state_dict"][0])
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError, ConfigError) as err:
-        raise UserError(f"{checkpoint_dir}: not a readable checkpoint of this trial "
-                        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from err
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        RuntimeError,
+        pickle.UnpicklingError,
+        ConfigError,
+    ) as err:
+        raise UserError(
+            f"{checkpoint_dir}: not a readable checkpoint of this trial "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        ) from err
     return model, load_tokenizer(source, hp["do_lower_case"]), hp
 
 
 def validation_metrics(checkpoint_dir: str) -> Optional[Dict[str, Any]]:
     """The metrics of the validation a checkpoint carries the predictions of, if any."""
     try:
-        with open(os.path.join(checkpoint_dir, "predictions", "metrics.json"), encoding="utf-8") as f:
+        with open(
+            os.path.join(checkpoint_dir, "predictions", "metrics.json"), encoding="utf-8"
+        ) as f:
             metrics = json.load(f)
     except (OSError, ValueError):
         return None

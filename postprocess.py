@@ -7,10 +7,10 @@ A question is answered "" when null score − best span score > `null_score_diff
 difference is its entry in null_odds.json. N-best entries carry the answer's character span
 (start, end) in the context; the no-answer entry has 0, 0. Vectorized with NumPy over all features at once.
 """
+
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
-
 
 NO_SPAN_ODDS = 1e9  # null_odds of a question that has no valid span at all
 
@@ -20,10 +20,17 @@ def _top_k(logits: np.ndarray, k: int) -> np.ndarray:
     return np.argpartition(-logits, k - 1, axis=1)[:, :k]
 
 
-def postprocess(example_ids: Sequence[str], contexts: Sequence[str], example_index: np.ndarray,
-                offsets: np.ndarray, start_logits: np.ndarray, end_logits: np.ndarray,
-                n_best_size: int = 20, max_answer_length: int = 30,
-                null_score_diff_threshold: float = 0.0) -> Tuple[Dict[str, str], Dict[str, list], Dict[str, float]]:
+def postprocess(
+    example_ids: Sequence[str],
+    contexts: Sequence[str],
+    example_index: np.ndarray,
+    offsets: np.ndarray,
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
+    null_score_diff_threshold: float = 0.0,
+) -> Tuple[Dict[str, str], Dict[str, list], Dict[str, float]]:
     """Returns (predictions, nbest, null_odds), each keyed by question id.
 
     example_index[f] is the question of feature f; offsets[f, t] the (start, end) characters of
@@ -59,13 +66,28 @@ def postprocess(example_ids: Sequence[str], contexts: Sequence[str], example_ind
     for q, qid in enumerate(example_ids):
         lo, hi = first[q], min(last[q], first[q] + n_best_size)
         context, nf = contexts[q], null_feature[q]
-        entries = [{"text": context[offsets[f, a, 0]:offsets[f, b, 1]], "start": int(offsets[f, a, 0]),
-                    "end": int(offsets[f, b, 1]), "score": float(sc),
-                    "start_logit": float(start[f, a]), "end_logit": float(end[f, b])}
-                   for f, a, b, sc in zip(feat[lo:hi], s[lo:hi], e[lo:hi], score[lo:hi])]
+        entries = [
+            {
+                "text": context[offsets[f, a, 0] : offsets[f, b, 1]],
+                "start": int(offsets[f, a, 0]),
+                "end": int(offsets[f, b, 1]),
+                "score": float(sc),
+                "start_logit": float(start[f, a]),
+                "end_logit": float(end[f, b]),
+            }
+            for f, a, b, sc in zip(feat[lo:hi], s[lo:hi], e[lo:hi], score[lo:hi])
+        ]
         best_text = entries[0]["text"] if entries else ""
-        entries.append({"text": "", "start": 0, "end": 0, "score": float(null[nf]),
-                        "start_logit": float(start_logits[nf, 0]), "end_logit": float(end_logits[nf, 0])})
+        entries.append(
+            {
+                "text": "",
+                "start": 0,
+                "end": 0,
+                "score": float(null[nf]),
+                "start_logit": float(start_logits[nf, 0]),
+                "end_logit": float(end_logits[nf, 0]),
+            }
+        )
         entries.sort(key=lambda x: -x["score"])
         probs = np.exp(np.array([x["score"] for x in entries]) - entries[0]["score"])
         for entry, p in zip(entries, probs / probs.sum()):
@@ -83,8 +105,16 @@ def stack_logits(parts: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]]):
     padded with -1e4, a score no span wins with."""
     width = max([p[1].shape[1] for p in parts], default=1)
     index = np.concatenate([p[0] for p in parts] or [np.zeros(0, dtype=np.int64)])
-    start, end = (np.concatenate([np.pad(p[k], [(0, 0), (0, width - p[k].shape[1])], constant_values=-1e4)
-                                  for p in parts] or [np.zeros((0, width), np.float32)]) for k in (1, 2))
+    start, end = (
+        np.concatenate(
+            [
+                np.pad(p[k], [(0, 0), (0, width - p[k].shape[1])], constant_values=-1e4)
+                for p in parts
+            ]
+            or [np.zeros((0, width), np.float32)]
+        )
+        for k in (1, 2)
+    )
     return index, start, end
 
 

@@ -9,6 +9,7 @@ threshold are the same as in evaluation. With --file, it is an evaluation-only r
 nbest_predictions.json, null_odds.json and metrics.json (the official SQuAD 2.0 keys) go to --out,
 and the metrics are printed on the last line.
 """
+
 import argparse
 import json
 import os
@@ -47,7 +48,9 @@ def load(model_dir: str):
 @torch.no_grad()
 def predict(model, tokenizer, hp: Dict[str, Any], examples: data.Examples, batch_size: int = 32):
     """(predictions, nbest, null_odds) for `examples`, exactly as the trial's evaluation computes them."""
-    spec = models.feature_spec(hp, model.config.model_type, getattr(model.config, "type_vocab_size", 0))
+    spec = models.feature_spec(
+        hp, model.config.model_type, getattr(model.config, "type_vocab_size", 0)
+    )
     arrays = data.featurize(examples, tokenizer, spec, training=False)
     collate = data.Collator(arrays)
     device = next(model.parameters()).device
@@ -56,30 +59,52 @@ def predict(model, tokenizer, hp: Dict[str, Any], examples: data.Examples, batch
         batch = collate(idx)
         rows = batch.pop("feature_index").numpy()
         out = model(**{k: v.to(device) for k, v in batch.items()})
-        parts.append((rows, out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()))
+        parts.append(
+            (rows, out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy())
+        )
     index, batched_start, batched_end = postprocess.stack_logits(parts)
     # Back in feature order: the batches cover every feature once.
     start, end = np.empty_like(batched_start), np.empty_like(batched_end)
     start[index], end[index] = batched_start, batched_end
     contexts = [examples.contexts[c] for c in examples.context_index]
-    return postprocess.postprocess(examples.ids, contexts, arrays["example_index"], arrays["offsets"], start, end,
-                                   n_best_size=hp["n_best_size"], max_answer_length=hp["max_answer_length"],
-                                   null_score_diff_threshold=hp["null_score_diff_threshold"])
+    return postprocess.postprocess(
+        examples.ids,
+        contexts,
+        arrays["example_index"],
+        arrays["offsets"],
+        start,
+        end,
+        n_best_size=hp["n_best_size"],
+        max_answer_length=hp["max_answer_length"],
+        null_score_diff_threshold=hp["null_score_diff_threshold"],
+    )
 
 
 def main(argv=None) -> None:
-    parser = errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = errors.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model_dir")
     parser.add_argument("--question")
     parser.add_argument("--context")
-    parser.add_argument("--file", help="a SQuAD-format file: answer (and, where it has answers, score) every question")
-    parser.add_argument("--out", help="with --file: where to write the predictions and metrics files")
+    parser.add_argument(
+        "--file",
+        help="a SQuAD-format file: answer (and, where it has answers, score) every question",
+    )
+    parser.add_argument(
+        "--out", help="with --file: where to write the predictions and metrics files"
+    )
     parser.add_argument("--nbest", type=int, default=0, help="also print the N best answers")
-    parser.add_argument("--threshold", type=errors.finite_float, help="null_score_diff_threshold (default: the model's)")
+    parser.add_argument(
+        "--threshold",
+        type=errors.finite_float,
+        help="null_score_diff_threshold (default: the model's)",
+    )
     args = parser.parse_args(argv)
     # Every usage mistake before the model is loaded or a question answered.
-    if bool(args.file) == (args.question is not None or args.context is not None) \
-            or (args.question is None) != (args.context is None):
+    if bool(args.file) == (args.question is not None or args.context is not None) or (
+        args.question is None
+    ) != (args.context is None):
         parser.error("give either --question and --context, or --file")
     for flag, text in (("--question", args.question), ("--context", args.context)):
         if text is not None and not text.strip():
@@ -91,7 +116,9 @@ def main(argv=None) -> None:
     if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(f"--out {args.out}: exists and is not a directory")
     if not os.path.isdir(args.model_dir):
-        parser.error(f"{args.model_dir}: no such model directory (an export.py output or a checkpoint directory)")
+        parser.error(
+            f"{args.model_dir}: no such model directory (an export.py output or a checkpoint directory)"
+        )
     examples = data.read_squad(args.file, "validation") if args.file else None
     model, tokenizer, hp = load(args.model_dir)
     if args.threshold is not None:
@@ -101,20 +128,32 @@ def main(argv=None) -> None:
     if args.file:
         predictions, nbest, null_odds = predict(model, tokenizer, hp, examples)
         articles = squad_file.load(args.file)["data"]  # read_squad accepted it above
-        metrics = squad_eval.evaluate(articles, predictions, null_odds, hp["null_score_diff_threshold"],
-                                      span_preds=postprocess.best_spans(nbest))
+        metrics = squad_eval.evaluate(
+            articles,
+            predictions,
+            null_odds,
+            hp["null_score_diff_threshold"],
+            span_preds=postprocess.best_spans(nbest),
+        )
         if args.out:
             squad_eval.write_predictions(args.out, predictions, nbest, null_odds, metrics)
         print(json.dumps(metrics))
         return
-    examples = data.Examples(["question"], [args.question], [args.context], [0], [-1], [""], [False])
+    examples = data.Examples(
+        ["question"], [args.question], [args.context], [0], [-1], [""], [False]
+    )
     predictions, nbest, null_odds = predict(model, tokenizer, hp, examples)
     best = next((x for x in nbest["question"] if x["text"]), None)
-    result = {"answer": predictions["question"], "no_answer": predictions["question"] == "",
-              "score": best["score"] if best else None, "probability": best["probability"] if best else None,
-              "null_score_diff": null_odds["question"], "threshold": hp["null_score_diff_threshold"]}
+    result = {
+        "answer": predictions["question"],
+        "no_answer": predictions["question"] == "",
+        "score": best["score"] if best else None,
+        "probability": best["probability"] if best else None,
+        "null_score_diff": null_odds["question"],
+        "threshold": hp["null_score_diff_threshold"],
+    }
     if args.nbest:
-        result["nbest"] = nbest["question"][:args.nbest]
+        result["nbest"] = nbest["question"][: args.nbest]
     print(json.dumps(result))
 
 

@@ -10,6 +10,7 @@ pipeline answers exactly as evaluation and predict.py do: the same windows, n-be
 null-score threshold, from the settings the model was trained with (`squad_settings` in config.json).
 trust_remote_code=True is transformers' switch for running code that ships with a model directory.
 """
+
 import collections
 import os
 import shutil
@@ -32,7 +33,9 @@ def save(model, tokenizer, settings: dict, out_dir: str, weights: bool = True) -
     """Writes config (with `settings` and this pipeline's registration), tokenizer, this module and
     its neighbours, and with `weights` the model as safetensors, into `out_dir`."""
     model.config.squad_settings = settings
-    model.config.custom_pipelines = {TASK: {"impl": "qa_pipeline.SquadQAPipeline", "pt": ["AutoModelForQuestionAnswering"]}}
+    model.config.custom_pipelines = {
+        TASK: {"impl": "qa_pipeline.SquadQAPipeline", "pt": ["AutoModelForQuestionAnswering"]}
+    }
     (model if weights else model.config).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     here = os.path.dirname(os.path.abspath(__file__))
@@ -76,7 +79,9 @@ class SquadQAPipeline(Pipeline):
         if question is not None or context is not None:
             inputs = {"question": question, "context": context}
         if kwargs.get("batch_size", 1) not in (None, 1):
-            raise ValueError("batch_size: each question runs as one batch of all its windows; leave it at 1")
+            raise ValueError(
+                "batch_size: each question runs as one batch of all its windows; leave it at 1"
+            )
         return super().__call__(inputs, **kwargs)
 
     def _sanitize_parameters(self, top_k=None, null_score_diff_threshold=None):
@@ -84,34 +89,59 @@ class SquadQAPipeline(Pipeline):
         return {}, {}, {k: v for k, v in post.items() if v is not None}
 
     def preprocess(self, inputs):
-        if not isinstance(inputs, dict) or not all(isinstance(inputs.get(k), str) and inputs[k].strip()
-                                                   for k in ("question", "context")):
-            raise ValueError("give question= and context= (non-empty strings), or a list of "
-                             "{'question': ..., 'context': ...} dicts")
+        if not isinstance(inputs, dict) or not all(
+            isinstance(inputs.get(k), str) and inputs[k].strip() for k in ("question", "context")
+        ):
+            raise ValueError(
+                "give question= and context= (non-empty strings), or a list of "
+                "{'question': ..., 'context': ...} dicts"
+            )
         s = self.model.config.squad_settings
-        spec = FeatureSpec(s["max_seq_length"], s["doc_stride"], s["max_query_length"], s["token_type_ids"])
-        examples = Examples(["q"], [inputs["question"]], [inputs["context"]], [0], [-1], [""], [False])
-        arrays = featurize_batch(examples, 0, 1, self.tokenizer, spec, training=False,
-                                 context_cache=self.recent_contexts)
+        spec = FeatureSpec(
+            s["max_seq_length"], s["doc_stride"], s["max_query_length"], s["token_type_ids"]
+        )
+        examples = Examples(
+            ["q"], [inputs["question"]], [inputs["context"]], [0], [-1], [""], [False]
+        )
+        arrays = featurize_batch(
+            examples, 0, 1, self.tokenizer, spec, training=False, context_cache=self.recent_contexts
+        )
         batch = Collator(arrays)(range(len(arrays["input_ids"])))
         del batch["feature_index"]
         return {"batch": batch, "offsets": arrays["offsets"], "context": inputs["context"]}
 
     def _forward(self, inputs):
         out = self.model(**inputs["batch"])
-        return {"start": out.start_logits.float(), "end": out.end_logits.float(),
-                "offsets": inputs["offsets"], "context": inputs["context"]}
+        return {
+            "start": out.start_logits.float(),
+            "end": out.end_logits.float(),
+            "offsets": inputs["offsets"],
+            "context": inputs["context"],
+        }
 
     def postprocess(self, outputs, top_k=1, null_score_diff_threshold=None):
         s = self.model.config.squad_settings
-        threshold = s["null_score_diff_threshold"] if null_score_diff_threshold is None else null_score_diff_threshold
+        threshold = (
+            s["null_score_diff_threshold"]
+            if null_score_diff_threshold is None
+            else null_score_diff_threshold
+        )
         start, end = outputs["start"].numpy(), outputs["end"].numpy()
-        predictions, nbest, _ = postprocess(["q"], [outputs["context"]], np.zeros(len(start), dtype=np.int64),
-                                            outputs["offsets"], start, end, n_best_size=s["n_best_size"],
-                                            max_answer_length=s["max_answer_length"],
-                                            null_score_diff_threshold=threshold)
-        entries = [{"answer": x["text"], "score": x["probability"], "start": x["start"], "end": x["end"]}
-                   for x in nbest["q"]]
+        predictions, nbest, _ = postprocess(
+            ["q"],
+            [outputs["context"]],
+            np.zeros(len(start), dtype=np.int64),
+            outputs["offsets"],
+            start,
+            end,
+            n_best_size=s["n_best_size"],
+            max_answer_length=s["max_answer_length"],
+            null_score_diff_threshold=threshold,
+        )
+        entries = [
+            {"answer": x["text"], "score": x["probability"], "start": x["start"], "end": x["end"]}
+            for x in nbest["q"]
+        ]
         if top_k > 1:
             return entries[:top_k]
         return next(x for x in entries if x["answer"] == predictions["q"])

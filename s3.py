@@ -15,6 +15,7 @@ error comes out as an S3Error naming the bucket/key and what to do.
     python s3.py upload LOCAL_DIR s3://bucket/prefix [--endpoint-url URL]
     python s3.py download s3://bucket/prefix LOCAL_DIR [--endpoint-url URL]
 """
+
 import contextlib
 import json
 import logging
@@ -33,7 +34,7 @@ logger = logging.getLogger("s3")
 
 MiB = 1 << 20
 MULTIPART_THRESHOLD = 64 * MiB  # files at least this big go up (and come down) in parts
-PART_SIZE = 16 * MiB            # S3 needs at least 5 MiB per part (except the last)
+PART_SIZE = 16 * MiB  # S3 needs at least 5 MiB per part (except the last)
 
 
 class S3Error(errors.UserError, ValueError):
@@ -44,7 +45,7 @@ def split_uri(uri: str) -> Tuple[str, str]:
     """`s3://bucket/key` -> (bucket, key). The key may be empty (`s3://bucket`, `s3://bucket/`)."""
     if not isinstance(uri, str) or not uri.startswith("s3://"):
         raise S3Error(f"{uri!r} is not an S3 URI; write it as s3://bucket/key")
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     if not bucket or any(c.isspace() for c in bucket):
         raise S3Error(f"{uri!r} names no valid bucket; write it as s3://bucket/key")
     return bucket, key
@@ -54,6 +55,7 @@ def split_uri(uri: str) -> Tuple[str, str]:
 # botocore errors -> S3Error
 # ---------------------------------------------------------------------------------------------
 
+
 def _code(err: bce.ClientError) -> str:
     return str(err.response.get("Error", {}).get("Code", ""))
 
@@ -62,39 +64,63 @@ def _error(err: Exception, bucket: str, key: Optional[str], endpoint: Optional[s
     where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
     at = endpoint or "the default S3 endpoint"
     if isinstance(err, bce.NoCredentialsError):
-        return S3Error(f"{where}: no AWS credentials found. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                       "(or AWS_PROFILE), or run where an IAM role provides them.")
-    if isinstance(err, (bce.PartialCredentialsError, bce.ProfileNotFound, bce.CredentialRetrievalError)):
-        return S3Error(f"{where}: the AWS credentials are incomplete or unreadable ({err}). Fix the "
-                       "AWS_* environment variables or the profile in ~/.aws.")
+        return S3Error(
+            f"{where}: no AWS credentials found. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE), or run where an IAM role provides them."
+        )
+    if isinstance(
+        err, (bce.PartialCredentialsError, bce.ProfileNotFound, bce.CredentialRetrievalError)
+    ):
+        return S3Error(
+            f"{where}: the AWS credentials are incomplete or unreadable ({err}). Fix the "
+            "AWS_* environment variables or the profile in ~/.aws."
+        )
     if isinstance(err, bce.ConnectionError):  # unreachable, connect timeout, proxy, TLS
-        return S3Error(f"{where}: cannot reach the S3 endpoint {at} ({err}). Check --endpoint-url / "
-                       "AWS_ENDPOINT_URL, and that the store is running and reachable from here.")
+        return S3Error(
+            f"{where}: cannot reach the S3 endpoint {at} ({err}). Check --endpoint-url / "
+            "AWS_ENDPOINT_URL, and that the store is running and reachable from here."
+        )
     if isinstance(err, s3transfer.exceptions.RetriesExceededError):
-        return S3Error(f"{where}: the transfer from {at} kept breaking off ({err.last_exception}); "
-                       "check the network and retry.")
+        return S3Error(
+            f"{where}: the transfer from {at} kept breaking off ({err.last_exception}); "
+            "check the network and retry."
+        )
     if not isinstance(err, bce.ClientError):
-        return S3Error(f"{where}: S3 request to {at} failed ({err}); retry, or check the endpoint and network.")
+        return S3Error(
+            f"{where}: S3 request to {at} failed ({err}); retry, or check the endpoint and network."
+        )
     code = _code(err)
     if code == "NoSuchBucket" or (code in ("404", "NotFound") and not key):
-        return S3Error(f"s3://{bucket}: no such bucket at {at}. Check the bucket name and the endpoint / "
-                       "region, or create the bucket.")
+        return S3Error(
+            f"s3://{bucket}: no such bucket at {at}. Check the bucket name and the endpoint / "
+            "region, or create the bucket."
+        )
     if code in ("NoSuchKey", "404", "NotFound"):
-        return S3Error(f"{where}: no such object at {at}. Check the key (list the prefix with "
-                       f"`aws s3 ls s3://{bucket}/{os.path.dirname(key or '')}/`).")
+        return S3Error(
+            f"{where}: no such object at {at}. Check the key (list the prefix with "
+            f"`aws s3 ls s3://{bucket}/{os.path.dirname(key or '')}/`)."
+        )
     if code == "InvalidAccessKeyId":
-        return S3Error(f"{where}: the access key ID is unknown to {at}. Check AWS_ACCESS_KEY_ID / "
-                       "AWS_PROFILE, and that the credentials belong to this endpoint.")
+        return S3Error(
+            f"{where}: the access key ID is unknown to {at}. Check AWS_ACCESS_KEY_ID / "
+            "AWS_PROFILE, and that the credentials belong to this endpoint."
+        )
     if code == "SignatureDoesNotMatch":
-        return S3Error(f"{where}: the secret key does not match the access key ID at {at}. Check "
-                       "AWS_SECRET_ACCESS_KEY / the profile's aws_secret_access_key.")
+        return S3Error(
+            f"{where}: the secret key does not match the access key ID at {at}. Check "
+            "AWS_SECRET_ACCESS_KEY / the profile's aws_secret_access_key."
+        )
     if code in ("ExpiredToken", "InvalidToken", "TokenRefreshRequired", "RequestExpired"):
-        return S3Error(f"{where}: the credentials have expired ({code}); refresh them (for example "
-                       "`aws sso login`) and retry.")
+        return S3Error(
+            f"{where}: the credentials have expired ({code}); refresh them (for example "
+            "`aws sso login`) and retry."
+        )
     if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled"):
-        return S3Error(f"{where}: access denied at {at} ({code}). The credentials are wrong, or lack "
-                       "permission for this bucket/key (for a missing object without s3:ListBucket S3 "
-                       "also answers 403); check the IAM and bucket policies.")
+        return S3Error(
+            f"{where}: access denied at {at} ({code}). The credentials are wrong, or lack "
+            "permission for this bucket/key (for a missing object without s3:ListBucket S3 "
+            "also answers 403); check the IAM and bucket policies."
+        )
     if code in ("PreconditionFailed", "412"):
         return S3Error(f"{where}: the object changed during the download; retry.")
     return S3Error(f"{where}: S3 request to {at} failed ({err}).")
@@ -129,6 +155,7 @@ def _head(client, bucket: str, key: str) -> dict:
 # transfers
 # ---------------------------------------------------------------------------------------------
 
+
 def _client(endpoint_url: Optional[str]):
     # A fresh session each time: the default session caches credentials and endpoint settings
     # from the first call, and later changes to the environment would be ignored.
@@ -138,8 +165,11 @@ def _client(endpoint_url: Optional[str]):
 def _transfer_config(multipart_threshold: int, part_size: int) -> TransferConfig:
     # "classic": the pure-Python transfer manager on every machine (the CRT one is picked
     # automatically on some instance types and behaves differently).
-    return TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=part_size,
-                          preferred_transfer_client="classic")
+    return TransferConfig(
+        multipart_threshold=multipart_threshold,
+        multipart_chunksize=part_size,
+        preferred_transfer_client="classic",
+    )
 
 
 def _dir_prefix(key: str) -> str:
@@ -158,28 +188,43 @@ def _fetch(client, manager, bucket: str, key: str, dest_path: str) -> dict:
             manager.download(bucket, key, f).result()
         n, digest = files.size_and_sha256(tmp)
         if n != expected_bytes:
-            raise S3Error(f"s3://{bucket}/{key}: downloaded {n} bytes, the object has {expected_bytes}; "
-                          "the transfer was cut short or the object changed. Retry.")
+            raise S3Error(
+                f"s3://{bucket}/{key}: downloaded {n} bytes, the object has {expected_bytes}; "
+                "the transfer was cut short or the object changed. Retry."
+            )
         if expected_sha and digest != expected_sha.lower():
-            raise S3Error(f"s3://{bucket}/{key}: sha256 {digest} does not match the object's metadata "
-                          f"sha256 {expected_sha}; the object is corrupt or was overwritten without "
-                          "updating its metadata. Upload it again.")
+            raise S3Error(
+                f"s3://{bucket}/{key}: sha256 {digest} does not match the object's metadata "
+                f"sha256 {expected_sha}; the object is corrupt or was overwritten without "
+                "updating its metadata. Upload it again."
+            )
     return {"bytes": n, "sha256": digest}
 
 
-def download_file(uri: str, dest_path: str, endpoint_url: Optional[str] = None,
-                  multipart_threshold: int = MULTIPART_THRESHOLD, part_size: int = PART_SIZE) -> dict:
+def download_file(
+    uri: str,
+    dest_path: str,
+    endpoint_url: Optional[str] = None,
+    multipart_threshold: int = MULTIPART_THRESHOLD,
+    part_size: int = PART_SIZE,
+) -> dict:
     """Download one object to dest_path, verified against its size and metadata sha256; on any
     failure dest_path is left as it was. Returns {"bytes", "sha256"}."""
     bucket, key = split_uri(uri)
     if not key or key.endswith("/"):
-        raise S3Error(f"{uri}: names no object (the key is empty or ends in /); pass s3://bucket/key")
+        raise S3Error(
+            f"{uri}: names no object (the key is empty or ends in /); pass s3://bucket/key"
+        )
     if os.path.isdir(dest_path):
         raise S3Error(f"{dest_path} is a directory; pass the path of the file to write")
     with _translated(bucket, key, endpoint_url):
         client = _client(endpoint_url)
-    with _translated(bucket, key, client.meta.endpoint_url), \
-            create_transfer_manager(client, _transfer_config(multipart_threshold, part_size)) as manager:
+    with (
+        _translated(bucket, key, client.meta.endpoint_url),
+        create_transfer_manager(
+            client, _transfer_config(multipart_threshold, part_size)
+        ) as manager,
+    ):
         result = _fetch(client, manager, bucket, key, dest_path)
     logger.info("downloaded %s (%d bytes) to %s", uri, result["bytes"], dest_path)
     return result
@@ -200,8 +245,13 @@ def _local_files(local_dir: str) -> List[str]:
     return files
 
 
-def upload_dir(local_dir: str, uri_prefix: str, endpoint_url: Optional[str] = None,
-               multipart_threshold: int = MULTIPART_THRESHOLD, part_size: int = PART_SIZE) -> Dict[str, dict]:
+def upload_dir(
+    local_dir: str,
+    uri_prefix: str,
+    endpoint_url: Optional[str] = None,
+    multipart_threshold: int = MULTIPART_THRESHOLD,
+    part_size: int = PART_SIZE,
+) -> Dict[str, dict]:
     """Upload every file under local_dir (recursively) to uri_prefix/<relative path>, in parts
     from multipart_threshold bytes on, each with its sha256 in the metadata `sha256`, and check
     every object's size and sha256 on the store afterwards. Objects already under the prefix that
@@ -213,18 +263,24 @@ def upload_dir(local_dir: str, uri_prefix: str, endpoint_url: Optional[str] = No
         client = _client(endpoint_url)
     endpoint = client.meta.endpoint_url
     manifest = {}
-    with create_transfer_manager(client, _transfer_config(multipart_threshold, part_size)) as manager:
+    with create_transfer_manager(
+        client, _transfer_config(multipart_threshold, part_size)
+    ) as manager:
         for rel in files:
             path, key = os.path.join(local_dir, *rel.split("/")), prefix + rel
             n, digest = files.size_and_sha256(path)
             with _translated(bucket, key, endpoint):
-                manager.upload(path, bucket, key, extra_args={"Metadata": {"sha256": digest}}).result()
+                manager.upload(
+                    path, bucket, key, extra_args={"Metadata": {"sha256": digest}}
+                ).result()
                 head = _head(client, bucket, key)
             stored_bytes, stored_sha = head["ContentLength"], head.get("Metadata", {}).get("sha256")
             if stored_bytes != n or stored_sha != digest:
-                raise S3Error(f"s3://{bucket}/{key}: the store holds {stored_bytes} bytes with sha256 "
-                              f"{stored_sha}, but {path} has {n} bytes with sha256 {digest}; the file may "
-                              "have changed while uploading, or the store dropped the metadata. Upload again.")
+                raise S3Error(
+                    f"s3://{bucket}/{key}: the store holds {stored_bytes} bytes with sha256 "
+                    f"{stored_sha}, but {path} has {n} bytes with sha256 {digest}; the file may "
+                    "have changed while uploading, or the store dropped the metadata. Upload again."
+                )
             manifest[rel] = {"bytes": n, "sha256": digest}
             logger.info("uploaded %s (%d bytes) to s3://%s/%s", path, n, bucket, key)
     return manifest
@@ -236,19 +292,26 @@ def _list(client, bucket: str, prefix: str) -> List[Tuple[str, str]]:
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             key = obj["Key"]
-            rel = key[len(prefix):]
+            rel = key[len(prefix) :]
             if not rel or rel.endswith("/"):
                 continue
             # Keys are arbitrary strings: refuse any that would land outside local_dir.
             if any(part in ("", ".", "..") for part in rel.split("/")) or "\\" in rel:
-                raise S3Error(f"s3://{bucket}/{key}: this key cannot be a path under the download "
-                              "directory (empty, '.' or '..' parts, or a backslash); rename the object.")
+                raise S3Error(
+                    f"s3://{bucket}/{key}: this key cannot be a path under the download "
+                    "directory (empty, '.' or '..' parts, or a backslash); rename the object."
+                )
             found.append((key, rel))
     return sorted(found)
 
 
-def download_dir(uri_prefix: str, local_dir: str, endpoint_url: Optional[str] = None,
-                 multipart_threshold: int = MULTIPART_THRESHOLD, part_size: int = PART_SIZE) -> Dict[str, dict]:
+def download_dir(
+    uri_prefix: str,
+    local_dir: str,
+    endpoint_url: Optional[str] = None,
+    multipart_threshold: int = MULTIPART_THRESHOLD,
+    part_size: int = PART_SIZE,
+) -> Dict[str, dict]:
     """Download every object under uri_prefix into local_dir, each verified by size and
     metadata sha256, into a temporary sibling directory renamed to local_dir only when all
     arrived intact (an existing local_dir is replaced then, and untouched on failure).
@@ -264,20 +327,29 @@ def download_dir(uri_prefix: str, local_dir: str, endpoint_url: Optional[str] = 
     with _translated(bucket, prefix or None, endpoint):
         objects = _list(client, bucket, prefix)
     if not objects:
-        raise S3Error(f"s3://{bucket}/{prefix}: no objects under this prefix at {endpoint}; check the prefix.")
+        raise S3Error(
+            f"s3://{bucket}/{prefix}: no objects under this prefix at {endpoint}; check the prefix."
+        )
     manifest = {}
-    with files.atomic_dir(local_dir) as tmp, \
-            create_transfer_manager(client, _transfer_config(multipart_threshold, part_size)) as manager:
+    with (
+        files.atomic_dir(local_dir) as tmp,
+        create_transfer_manager(
+            client, _transfer_config(multipart_threshold, part_size)
+        ) as manager,
+    ):
         for key, rel in objects:
             with _translated(bucket, key, endpoint):
-                manifest[rel] = _fetch(client, manager, bucket, key, os.path.join(tmp, *rel.split("/")))
+                manifest[rel] = _fetch(
+                    client, manager, bucket, key, os.path.join(tmp, *rel.split("/"))
+                )
             logger.info("downloaded s3://%s/%s (%d bytes)", bucket, key, manifest[rel]["bytes"])
     return manifest
 
 
 def main(argv=None) -> None:
-    parser = errors.ArgumentParser(description="Verified directory transfers to and from S3 "
-                                                 "(JSON report on the last line).")
+    parser = errors.ArgumentParser(
+        description="Verified directory transfers to and from S3 " "(JSON report on the last line)."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("upload", help="upload a directory under an s3:// prefix")
     up.add_argument("local_dir")
@@ -286,7 +358,9 @@ def main(argv=None) -> None:
     down.add_argument("uri", metavar="s3://bucket/prefix")
     down.add_argument("local_dir")
     for p in (up, down):
-        p.add_argument("--endpoint-url", help="an S3-compatible endpoint (default: AWS_ENDPOINT_URL, else AWS)")
+        p.add_argument(
+            "--endpoint-url", help="an S3-compatible endpoint (default: AWS_ENDPOINT_URL, else AWS)"
+        )
     args = parser.parse_args(argv)
     errors.setup_logging()
     try:
@@ -296,9 +370,18 @@ def main(argv=None) -> None:
             manifest = download_dir(args.uri, args.local_dir, args.endpoint_url)
     except OSError as err:  # a local file system error without a file name (a full disk, ...)
         raise errors.UserError(f"{args.local_dir}: {err}") from err
-    print(json.dumps({"command": args.command, "uri": args.uri, "local_dir": args.local_dir,
-                      "files": len(manifest), "bytes": sum(m["bytes"] for m in manifest.values()),
-                      "manifest": manifest}))
+    print(
+        json.dumps(
+            {
+                "command": args.command,
+                "uri": args.uri,
+                "local_dir": args.local_dir,
+                "files": len(manifest),
+                "bytes": sum(m["bytes"] for m in manifest.values()),
+                "manifest": manifest,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -24,9 +24,21 @@ class LengthBucketBatchSampler(torch.utils.data.Sampler):
     trained) sees the same batches. Without `shuffle` (evaluation): all features sorted by length,
     in per-rank batches."""
 
-    def __init__(self, lengths: np.ndarray, batch_size: int, shuffle: bool = True, seed: int = 0,
-                 replicas: int = 1, pool_batches: int = 64):
-        self.lengths, self.batch_size, self.shuffle, self.seed = np.asarray(lengths), batch_size, shuffle, seed
+    def __init__(
+        self,
+        lengths: np.ndarray,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        replicas: int = 1,
+        pool_batches: int = 64,
+    ):
+        self.lengths, self.batch_size, self.shuffle, self.seed = (
+            np.asarray(lengths),
+            batch_size,
+            shuffle,
+            seed,
+        )
         self.replicas, self.global_size = replicas, batch_size * replicas
         self.pool = pool_batches * self.global_size
         self.epoch = 0
@@ -41,16 +53,16 @@ class LengthBucketBatchSampler(torch.utils.data.Sampler):
         n, bs, g = len(self.lengths), self.batch_size, self.global_size
         if not self.shuffle:
             order = np.argsort(self.lengths, kind="stable")
-            yield from (order[i:i + bs].tolist() for i in range(0, n, bs))
+            yield from (order[i : i + bs].tolist() for i in range(0, n, bs))
             return
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
         order = rng.permutation(n)
         for lo in range(0, n, self.pool):
-            pool = order[lo:lo + self.pool]
-            order[lo:lo + self.pool] = pool[np.argsort(self.lengths[pool], kind="stable")]
+            pool = order[lo : lo + self.pool]
+            order[lo : lo + self.pool] = pool[np.argsort(self.lengths[pool], kind="stable")]
         for b in rng.permutation(math.ceil(n / g)):
-            batch = order[b * g:(b + 1) * g]
+            batch = order[b * g : (b + 1) * g]
             # Exactly `replicas` parts per global batch keeps every rank on its share; a last
             # global batch smaller than the number of ranks (at most replicas - 1 features) is dropped.
             if len(batch) >= self.replicas:
@@ -65,7 +77,9 @@ class QuestionShardedBatchSampler(torch.utils.data.Sampler):
     ...). A rank with fewer features than batches fills the gap with a repeat of one of its own
     (or, owning none, of feature 0); `owned` tells the reducer which features to keep."""
 
-    def __init__(self, lengths: np.ndarray, example_index: np.ndarray, batch_size: int, replicas: int = 1):
+    def __init__(
+        self, lengths: np.ndarray, example_index: np.ndarray, batch_size: int, replicas: int = 1
+    ):
         self.replicas = replicas
         example_index = np.asarray(example_index)
         self.per_rank = [np.flatnonzero(example_index % replicas == r) for r in range(replicas)]
@@ -89,4 +103,3 @@ class QuestionShardedBatchSampler(torch.utils.data.Sampler):
         for b in range(self.batches):
             for rank in range(self.replicas):
                 yield chunks[rank][b].tolist()
-

@@ -8,6 +8,7 @@ what is allowed and the fix:
 
 The errors are errors.ConfigError: exit code 2, one `error:` line per problem.
 """
+
 import difflib
 import json
 import math
@@ -18,16 +19,22 @@ from typing import Any, Dict, List, Optional
 import constants
 from errors import ConfigError
 
-
 # ---------------------------------------------------------------------------------------------
 # the rules: one entry per key, checked by `_check`
 # ---------------------------------------------------------------------------------------------
+
 
 class Rule:
     """A key's type and range: kind is bool, int, float, str or a tuple of allowed strings."""
 
     def __init__(self, kind, low=None, high=None, low_open=False, high_open=False, example=None):
-        self.kind, self.low, self.high, self.low_open, self.high_open = kind, low, high, low_open, high_open
+        self.kind, self.low, self.high, self.low_open, self.high_open = (
+            kind,
+            low,
+            high,
+            low_open,
+            high_open,
+        )
         self.example = example
 
     def allowed(self) -> str:
@@ -55,10 +62,18 @@ def _check(rule: Rule, value):
     if rule.kind is bool:
         if isinstance(value, bool):
             return value, None
-        hint = " (a quoted string is not a boolean: remove the quotes)" if isinstance(value, str) else ""
+        hint = (
+            " (a quoted string is not a boolean: remove the quotes)"
+            if isinstance(value, str)
+            else ""
+        )
         return None, "is not a boolean" + hint
     if rule.kind is str:
-        return (value, None) if isinstance(value, str) and value.strip() else (None, "is not a non-empty string")
+        return (
+            (value, None)
+            if isinstance(value, str) and value.strip()
+            else (None, "is not a non-empty string")
+        )
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None, "is not a number"
     if not math.isfinite(value):
@@ -109,14 +124,18 @@ HPARAMS: Dict[str, Rule] = {
     "gradient_checkpointing": Rule(bool),
     "export_hf_model": Rule(bool),
     "zero_optimizer": Rule(bool),
-    "seed": _int(0, 2 ** 32, high_open=True, example=42),
+    "seed": _int(0, 2**32, high_open=True, example=42),
     "reporting_period_batches": _int(1, example=50),
     "validation_period_batches": _int(0, example=0),
     "checkpoint_period_batches": _int(0, example=0),
 }
 DATA: Dict[str, Rule] = {
-    "train_file": Rule(str, example="https://rajpurkar.github.io/SQuAD-explorer/dataset/train-v2.0.json"),
-    "validation_file": Rule(str, example="https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v2.0.json"),
+    "train_file": Rule(
+        str, example="https://rajpurkar.github.io/SQuAD-explorer/dataset/train-v2.0.json"
+    ),
+    "validation_file": Rule(
+        str, example="https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v2.0.json"
+    ),
     "use_bind_mount": Rule(bool),
     "bind_mount_path": Rule(str, example="/mnt/data"),
     "cache_dir": Rule(str, example="~/.cache/albert-squad"),
@@ -127,31 +146,55 @@ DATA: Dict[str, Rule] = {
     "max_train_examples": _int(1, example=2000),
     "max_eval_examples": _int(1, example=500),
 }
-DATA_DEFAULTS = {"use_bind_mount": False, "skip_invalid_examples": False, "cache_lock_timeout": 3600.0}
+DATA_DEFAULTS = {
+    "use_bind_mount": False,
+    "skip_invalid_examples": False,
+    "cache_lock_timeout": 3600.0,
+}
 # Special tokens around question and context: 3 in ALBERT/BERT ([CLS] q [SEP] c [SEP]), 4 in RoBERTa.
 SPECIAL_TOKENS = 4
 
 
-def _section(values: Any, rules: Dict[str, Rule], section: str, problems: List[str]) -> Dict[str, Any]:
+def _section(
+    values: Any, rules: Dict[str, Rule], section: str, problems: List[str]
+) -> Dict[str, Any]:
     """Typed values of one config section; every problem appended to `problems`."""
     if not isinstance(values, dict):
-        problems.append(f"{section}: expected a mapping of keys to values, got {json.dumps(values)}")
+        problems.append(
+            f"{section}: expected a mapping of keys to values, got {json.dumps(values)}"
+        )
         return {}
     typed = {}
     for key, value in values.items():
         rule = rules.get(key)
         if rule is None:
             close = difflib.get_close_matches(str(key), rules, n=1)
-            problems.append(f"{section}.{key}: unknown key" + (f"; did you mean {close[0]}?" if close else
-                                                                f"; known keys: {', '.join(rules)}"))
+            problems.append(
+                f"{section}.{key}: unknown key"
+                + (f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(rules)}")
+            )
             continue
-        if value is None and section == "data" and key in ("bind_mount_path", "cache_dir", "feature_workers",
-                                                            "max_train_examples", "max_eval_examples"):
+        if (
+            value is None
+            and section == "data"
+            and key
+            in (
+                "bind_mount_path",
+                "cache_dir",
+                "feature_workers",
+                "max_train_examples",
+                "max_eval_examples",
+            )
+        ):
             continue  # left empty: the default
         typed[key], wrong = _check(rule, value)
         if wrong:
-            example = f" (for example {json.dumps(rule.example)})" if rule.example is not None else ""
-            problems.append(f"{section}.{key}: {json.dumps(value)} {wrong}; allowed: {rule.allowed()}{example}")
+            example = (
+                f" (for example {json.dumps(rule.example)})" if rule.example is not None else ""
+            )
+            problems.append(
+                f"{section}.{key}: {json.dumps(value)} {wrong}; allowed: {rule.allowed()}{example}"
+            )
             del typed[key]
     return typed
 
@@ -165,38 +208,57 @@ def _constants(raw: Dict[str, Any], problems: List[str]) -> Dict[str, Any]:
         elif value.get("type") == "const" and "val" in value:
             out[name] = value["val"]
         else:
-            problems.append(f"hyperparameters.{name}: a '{value.get('type')}' search range; local runs need constant "
-                            "values (use a const config, or submit this one to a cluster)")
+            problems.append(
+                f"hyperparameters.{name}: a '{value.get('type')}' search range; local runs need constant "
+                "values (use a const config, or submit this one to a cluster)"
+            )
     return out
 
 
-def hyperparameters(raw: Dict[str, Any], problems: Optional[List[str]] = None, slots: int = 1) -> Dict[str, Any]:
+def hyperparameters(
+    raw: Dict[str, Any], problems: Optional[List[str]] = None, slots: int = 1
+) -> Dict[str, Any]:
     """Validated hyperparameters with the defaults filled in. Raises ConfigError with every problem
     unless a `problems` list is given to collect them."""
     collect = problems if problems is not None else []
-    hp = {**constants.DEFAULT_HPARAMS, "max_batches": 0,
-          **_section(_constants(raw, collect), HPARAMS, "hyperparameters", collect)}
+    hp = {
+        **constants.DEFAULT_HPARAMS,
+        "max_batches": 0,
+        **_section(_constants(raw, collect), HPARAMS, "hyperparameters", collect),
+    }
     # Cross-field rules, only where the fields themselves are valid.
     room = hp["max_seq_length"] - hp["max_query_length"] - SPECIAL_TOKENS
     if room < 1:
-        collect.append(f"hyperparameters.max_query_length: {hp['max_query_length']} leaves no room for the context in "
-                       f"max_seq_length {hp['max_seq_length']} (with {SPECIAL_TOKENS} special tokens); make "
-                       "max_query_length smaller or max_seq_length larger")
+        collect.append(
+            f"hyperparameters.max_query_length: {hp['max_query_length']} leaves no room for the context in "
+            f"max_seq_length {hp['max_seq_length']} (with {SPECIAL_TOKENS} special tokens); make "
+            "max_query_length smaller or max_seq_length larger"
+        )
     elif hp["doc_stride"] >= room:
-        collect.append(f"hyperparameters.doc_stride: {hp['doc_stride']} must be below the room left for the context, "
-                       f"max_seq_length - max_query_length - {SPECIAL_TOKENS} = {room}; windows overlap by doc_stride "
-                       f"tokens (for example {room // 2})")
+        collect.append(
+            f"hyperparameters.doc_stride: {hp['doc_stride']} must be below the room left for the context, "
+            f"max_seq_length - max_query_length - {SPECIAL_TOKENS} = {room}; windows overlap by doc_stride "
+            f"tokens (for example {room // 2})"
+        )
     if hp.get("global_batch_size", slots) % slots:
-        collect.append(f"hyperparameters.global_batch_size: {hp['global_batch_size']} does not divide evenly over "
-                       f"{slots} slots (processes); use a multiple of {slots}")
+        collect.append(
+            f"hyperparameters.global_batch_size: {hp['global_batch_size']} does not divide evenly over "
+            f"{slots} slots (processes); use a multiple of {slots}"
+        )
     aggregation = hp["aggregation_frequency"]
-    for key in ("reporting_period_batches", "validation_period_batches", "checkpoint_period_batches"):
+    for key in (
+        "reporting_period_batches",
+        "validation_period_batches",
+        "checkpoint_period_batches",
+    ):
         if aggregation > 1 and hp[key] % aggregation:
             # Determined does not checkpoint a partial gradient accumulation: a trial paused at such a
             # boundary would resume with one under-scaled optimizer step.
-            collect.append(f"hyperparameters.{key}: {hp[key]} is not a multiple of aggregation_frequency "
-                           f"{aggregation}; a pause there would lose part of an accumulated step. Use "
-                           f"{max(aggregation, hp[key] // aggregation * aggregation)}")
+            collect.append(
+                f"hyperparameters.{key}: {hp[key]} is not a multiple of aggregation_frequency "
+                f"{aggregation}; a pause there would lose part of an accumulated step. Use "
+                f"{max(aggregation, hp[key] // aggregation * aggregation)}"
+            )
     if problems is None and collect:
         raise ConfigError(collect)
     return hp
@@ -221,50 +283,76 @@ def data(raw: Any) -> Dict[str, Any]:
 
 def data_section(raw: Any, problems: List[str]) -> Dict[str, Any]:
     if raw is None:
-        problems.append("data: missing; it needs train_file and validation_file (local paths, https:// or s3://)")
+        problems.append(
+            "data: missing; it needs train_file and validation_file (local paths, https:// or s3://)"
+        )
         return dict(DATA_DEFAULTS)
     typed = {**DATA_DEFAULTS, **_section(raw, DATA, "data", problems)}
     for key in ("train_file", "validation_file"):
         if isinstance(raw, dict) and key not in raw:
-            problems.append(f"data.{key}: missing; a local path, https:// URL or s3:// URI of a SQuAD-format file")
+            problems.append(
+                f"data.{key}: missing; a local path, https:// URL or s3:// URI of a SQuAD-format file"
+            )
     if typed["use_bind_mount"]:
         path = typed.get("bind_mount_path")
         if not path:
-            problems.append("data.bind_mount_path: missing while data.use_bind_mount is true; set it to the "
-                            "container_path of the bind mount holding the shared cache (for example /mnt/data)")
+            problems.append(
+                "data.bind_mount_path: missing while data.use_bind_mount is true; set it to the "
+                "container_path of the bind mount holding the shared cache (for example /mnt/data)"
+            )
         elif not os.path.isdir(path):
-            problems.append(f"data.bind_mount_path: {path} does not exist here; on a cluster it must be a bind_mounts "
-                            "container_path; locally set data.use_bind_mount: false and data.cache_dir (or give data.py "
-                            "prepare --cache-dir the network filesystem's host path)")
+            problems.append(
+                f"data.bind_mount_path: {path} does not exist here; on a cluster it must be a bind_mounts "
+                "container_path; locally set data.use_bind_mount: false and data.cache_dir (or give data.py "
+                "prepare --cache-dir the network filesystem's host path)"
+            )
     return typed
 
 
-def resolve(config: Any, where: str = "", hparams: Optional[Dict[str, Any]] = None, world_size: int = 1) -> Dict[str, Any]:
+def resolve(
+    config: Any, where: str = "", hparams: Optional[Dict[str, Any]] = None, world_size: int = 1
+) -> Dict[str, Any]:
     """The settings of an experiment config: {"hyperparameters", "data", "slots_per_trial"}, all
     validated. `hparams` (a cluster trial's, already plain values) replaces the config's
     hyperparameters. Raises ConfigError naming every problem."""
     problems: List[str] = []
     if not isinstance(config, dict):
-        raise ConfigError(["expected an experiment config (a YAML mapping with hyperparameters and data)"], where)
+        raise ConfigError(
+            ["expected an experiment config (a YAML mapping with hyperparameters and data)"], where
+        )
     raw_hp = hparams if hparams is not None else config.get("hyperparameters")
     if not isinstance(raw_hp, dict):
-        problems.append("hyperparameters: missing or not a mapping; it needs at least global_batch_size")
+        problems.append(
+            "hyperparameters: missing or not a mapping; it needs at least global_batch_size"
+        )
         raw_hp = {"global_batch_size": 1}  # reported above
-    slots = (config.get("resources") or {}).get("slots_per_trial", 1) if isinstance(config.get("resources"), (dict, type(None))) else None
+    slots = (
+        (config.get("resources") or {}).get("slots_per_trial", 1)
+        if isinstance(config.get("resources"), (dict, type(None)))
+        else None
+    )
     typed_slots, wrong = _check(_int(1), slots)
     if wrong:
-        problems.append(f"resources.slots_per_trial: {json.dumps(slots)} {wrong}; allowed: an integer >= 1")
+        problems.append(
+            f"resources.slots_per_trial: {json.dumps(slots)} {wrong}; allowed: an integer >= 1"
+        )
         typed_slots = 1
     if world_size > 1 and world_size != typed_slots:
-        problems.append(f"resources.slots_per_trial: {typed_slots}, but {world_size} processes were started; "
-                        f"start {typed_slots} (torchrun --nproc_per_node {typed_slots}) or change the config")
+        problems.append(
+            f"resources.slots_per_trial: {typed_slots}, but {world_size} processes were started; "
+            f"start {typed_slots} (torchrun --nproc_per_node {typed_slots}) or change the config"
+        )
     hp = hyperparameters(raw_hp, problems, max(typed_slots, world_size))
     if "global_batch_size" not in raw_hp:
-        problems.append("hyperparameters.global_batch_size: missing; Determined needs it (for example 32)")
+        problems.append(
+            "hyperparameters.global_batch_size: missing; Determined needs it (for example 32)"
+        )
     name = hp["pretrained_model_name"]
     if isinstance(name, str) and not os.path.isdir(name) and _looks_local(name):
-        problems.append(f"hyperparameters.pretrained_model_name: {name}: no such model directory; give a directory "
-                        "saved with save_pretrained, or a Hugging Face hub name such as albert-xxlarge-v2")
+        problems.append(
+            f"hyperparameters.pretrained_model_name: {name}: no such model directory; give a directory "
+            "saved with save_pretrained, or a Hugging Face hub name such as albert-xxlarge-v2"
+        )
     data = data_section(config.get("data"), problems)
     if problems:
         raise ConfigError(problems, where)
@@ -278,7 +366,9 @@ class _Loader(getattr(__import__("yaml"), "CSafeLoader", None) or __import__("ya
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def load_config(path: str) -> Dict[str, Any]:
@@ -289,13 +379,17 @@ def load_config(path: str) -> Dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             config = yaml.load(f, Loader=_Loader)
     except FileNotFoundError:
-        raise ConfigError([f"no such config file (configs/ holds the shipped ones)"], path) from None
+        raise ConfigError(["no such config file (configs/ holds the shipped ones)"], path) from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
         raise ConfigError([f"cannot read it: {err}"], path) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise ConfigError([f"not valid YAML{at}: {getattr(err, 'problem', None) or err}"], path) from None
+        raise ConfigError(
+            [f"not valid YAML{at}: {getattr(err, 'problem', None) or err}"], path
+        ) from None
     if not isinstance(config, dict):
-        raise ConfigError(["expected an experiment config (a YAML mapping with hyperparameters and data)"], path)
+        raise ConfigError(
+            ["expected an experiment config (a YAML mapping with hyperparameters and data)"], path
+        )
     return config

@@ -14,6 +14,7 @@ precision-recall curves and no-answer histograms there (see `pr_curve`; needs ma
 Every mistake in the command's arguments or files ends as one `error: ...` line on stderr with exit
 code 2 (bad arguments) or 1 (a bad or unreadable file); the output file is written atomically.
 """
+
 import argparse
 import collections
 import contextlib
@@ -61,8 +62,11 @@ def f1_score(gold: str, pred: str) -> float:
 
 def _summary(exact: Dict[str, float], f1: Dict[str, float], qids: List[str]) -> Dict[str, float]:
     total = len(qids)
-    return {"exact": 100.0 * sum(exact[q] for q in qids) / total,
-            "f1": 100.0 * sum(f1[q] for q in qids) / total, "total": total}
+    return {
+        "exact": 100.0 * sum(exact[q] for q in qids) / total,
+        "f1": 100.0 * sum(f1[q] for q in qids) / total,
+        "total": total,
+    }
 
 
 def _best_threshold(preds, scores, na_probs, has_answer):
@@ -93,8 +97,13 @@ def _raw_scores(articles: List[dict], preds: Dict[str, str]):
     return exact_raw, f1_raw
 
 
-def evaluate(articles: List[dict], preds: Dict[str, str], na_probs: Optional[Dict[str, float]] = None,
-             na_prob_thresh: float = 1.0, span_preds: Optional[Dict[str, str]] = None) -> Dict[str, float]:
+def evaluate(
+    articles: List[dict],
+    preds: Dict[str, str],
+    na_probs: Optional[Dict[str, float]] = None,
+    na_prob_thresh: float = 1.0,
+    span_preds: Optional[Dict[str, str]] = None,
+) -> Dict[str, float]:
     """Official SQuAD 2.0 metrics for `preds` (question id → answer text, "" for no answer).
     `articles` is the file's `data` list. With `na_probs` the best_* keys are added: the best score
     over no-answer thresholds and that threshold. `span_preds` (each question's best non-empty
@@ -103,15 +112,22 @@ def evaluate(articles: List[dict], preds: Dict[str, str], na_probs: Optional[Dic
     has_answer = {qa["id"]: bool(qa["answers"]) for qa in squad_file.questions(articles)}
     if not has_answer:
         raise ValueError("the data has no questions, so there is nothing to score.")
-    missing = [q for q in has_answer if q not in preds or (span_preds is not None and q not in span_preds)]
+    missing = [
+        q for q in has_answer if q not in preds or (span_preds is not None and q not in span_preds)
+    ]
     if missing:
-        raise ValueError(f"{len(missing)} questions have no prediction, e.g. {missing[:3]}; every question in "
-                         "the data file needs one (\"\" for no answer).")
+        raise ValueError(
+            f"{len(missing)} questions have no prediction, e.g. {missing[:3]}; every question in "
+            'the data file needs one ("" for no answer).'
+        )
     exact_raw, f1_raw = _raw_scores(articles, preds)
     thresholded = na_probs if na_probs is not None else {q: 0.0 for q in preds}
 
     def apply_threshold(raw):
-        return {q: float(not has_answer[q]) if thresholded[q] > na_prob_thresh else s for q, s in raw.items()}
+        return {
+            q: float(not has_answer[q]) if thresholded[q] > na_prob_thresh else s
+            for q, s in raw.items()
+        }
 
     exact, f1 = apply_threshold(exact_raw), apply_threshold(f1_raw)
     out = _summary(exact, f1, list(exact))
@@ -121,13 +137,20 @@ def evaluate(articles: List[dict], preds: Dict[str, str], na_probs: Optional[Dic
             out.update({f"{prefix}_{k}": v for k, v in _summary(exact, f1, qids).items()})
     if na_probs is not None:
         sweep = span_preds if span_preds is not None else preds
-        sweep_exact, sweep_f1 = (exact_raw, f1_raw) if span_preds is None else _raw_scores(articles, span_preds)
-        out["best_exact"], out["best_exact_thresh"] = _best_threshold(sweep, sweep_exact, na_probs, has_answer)
-        out["best_f1"], out["best_f1_thresh"] = _best_threshold(sweep, sweep_f1, na_probs, has_answer)
+        sweep_exact, sweep_f1 = (
+            (exact_raw, f1_raw) if span_preds is None else _raw_scores(articles, span_preds)
+        )
+        out["best_exact"], out["best_exact_thresh"] = _best_threshold(
+            sweep, sweep_exact, na_probs, has_answer
+        )
+        out["best_f1"], out["best_f1_thresh"] = _best_threshold(
+            sweep, sweep_f1, na_probs, has_answer
+        )
     return out
 
 
 # Precision-recall analysis: the official script's --out-image-dir (curves, AP, histograms).
+
 
 def pr_curve(scores: Dict[str, float], na_probs: Dict[str, float], has_answer: Dict[str, bool]):
     """(AP in percent, precisions, recalls) of the official curve. Questions are admitted in order of
@@ -161,13 +184,17 @@ def precision_recall(articles: List[dict], preds: Dict[str, str], na_probs: Dict
     has_answer = {qa["id"]: bool(qa["answers"]) for qa in squad_file.questions(articles)}
     missing = [q for q in has_answer if q not in preds or q not in na_probs]
     if missing:
-        raise ValueError(f"{len(missing)} questions have no prediction or no-answer probability, e.g. {missing[:3]}")
+        raise ValueError(
+            f"{len(missing)} questions have no prediction or no-answer probability, e.g. {missing[:3]}"
+        )
     if not any(has_answer.values()):
         return {}
     exact_raw, f1_raw = _raw_scores(articles, preds)
     oracle = {q: float(has) for q, has in has_answer.items()}
-    return {name: pr_curve(scores, na_probs, has_answer)
-            for name, scores in (("exact", exact_raw), ("f1", f1_raw), ("oracle", oracle))}
+    return {
+        name: pr_curve(scores, na_probs, has_answer)
+        for name, scores in (("exact", exact_raw), ("f1", f1_raw), ("oracle", oracle))
+    }
 
 
 def pr_metrics(curves) -> Dict[str, float]:
@@ -196,7 +223,9 @@ def figures(articles: List[dict], na_probs: Dict[str, float], curves) -> dict:
     out = {}
     names = {"exact": "exact match", "f1": "F1", "oracle": "oracle (answerable or not)"}
     for name, (ap, precisions, recalls) in curves.items():
-        ax = new_axes(f"pr_{name}.png", f"Precision-recall, {names[name]}: AP {ap:.2f}", "Recall", "Precision")
+        ax = new_axes(
+            f"pr_{name}.png", f"Precision-recall, {names[name]}: AP {ap:.2f}", "Recall", "Precision"
+        )
         ax.step(recalls, precisions, where="post", color="b", alpha=0.2)
         ax.fill_between(recalls, precisions, step="post", color="b", alpha=0.2)
         ax.set(xlim=(0.0, 1.05), ylim=(0.0, 1.05))
@@ -209,8 +238,12 @@ def figures(articles: List[dict], na_probs: Dict[str, float], curves) -> dict:
     for label, wanted, group in (("hasAns", True, "answerable"), ("noAns", False, "unanswerable")):
         x = np.clip([na_probs[q] for q, has in has_answer.items() if has == wanted], low, high)
         if len(x):
-            ax = new_axes(f"na_prob_hist_{label}.png", f"No-answer scores of {len(x)} {group} questions",
-                          xlabel, "Share of the questions")
+            ax = new_axes(
+                f"na_prob_hist_{label}.png",
+                f"No-answer scores of {len(x)} {group} questions",
+                xlabel,
+                "Share of the questions",
+            )
             ax.hist(x, bins=20, range=(low, high), weights=np.full(len(x), 1.0 / len(x)))
     for fig in out.values():
         fig.tight_layout()  # keeps the axis labels inside the picture
@@ -246,9 +279,13 @@ def write_figures(out_dir: str, figs: dict) -> List[str]:
         for path in reversed(missing):
             os.mkdir(path)
             made.append(path)
-        with contextlib.ExitStack() as stack:  # every file renamed into place only once all are written
+        with (
+            contextlib.ExitStack() as stack
+        ):  # every file renamed into place only once all are written
             for name, png in pngs.items():
-                with open(stack.enter_context(files.atomic_file(os.path.join(out_dir, name))), "wb") as f:
+                with open(
+                    stack.enter_context(files.atomic_file(os.path.join(out_dir, name))), "wb"
+                ) as f:
                     f.write(png)
     except OSError as err:
         for path in made[::-1]:
@@ -256,17 +293,25 @@ def write_figures(out_dir: str, figs: dict) -> List[str]:
                 os.rmdir(path)
             except OSError:
                 pass
-        raise errors.UserError(f"{out_dir}: cannot write the images: {err.strerror or err}; "
-                               "choose a writable --out-image-dir") from None
+        raise errors.UserError(
+            f"{out_dir}: cannot write the images: {err.strerror or err}; "
+            "choose a writable --out-image-dir"
+        ) from None
     return [os.path.join(out_dir, name) for name in pngs]
 
 
-def write_predictions(out_dir: str, predictions: dict, nbest: dict, null_odds: dict, metrics: dict) -> None:
+def write_predictions(
+    out_dir: str, predictions: dict, nbest: dict, null_odds: dict, metrics: dict
+) -> None:
     """predictions.json, nbest_predictions.json, null_odds.json (the official script's inputs) and
     metrics.json (its output) into `out_dir`, each written atomically."""
     os.makedirs(out_dir, exist_ok=True)
-    for name, obj in (("predictions.json", predictions), ("nbest_predictions.json", nbest),
-                      ("null_odds.json", null_odds), ("metrics.json", metrics)):
+    for name, obj in (
+        ("predictions.json", predictions),
+        ("nbest_predictions.json", nbest),
+        ("null_odds.json", null_odds),
+        ("metrics.json", metrics),
+    ):
         with files.atomic_file(os.path.join(out_dir, name)) as tmp, open(tmp, "w") as f:
             json.dump(obj, f, indent=1 if name != "nbest_predictions.json" else None)
 
@@ -299,28 +344,45 @@ def _load_json(path: str, what: str):
     try:
         return squad_file.load(path, lenient_text=True, unique_keys=True)
     except OSError as err:
-        raise errors.UserError(f"{path}: cannot read the {what}: {err.strerror or err}; "
-                               "check the path and its permissions") from None
+        raise errors.UserError(
+            f"{path}: cannot read the {what}: {err.strerror or err}; "
+            "check the path and its permissions"
+        ) from None
     except UnicodeDecodeError as err:
-        raise errors.UserError(f"{path}: the {what} is not UTF-8 text ({err.reason}); "
-                               "save it as UTF-8 JSON") from None
+        raise errors.UserError(
+            f"{path}: the {what} is not UTF-8 text ({err.reason}); " "save it as UTF-8 JSON"
+        ) from None
     except squad_file.DuplicateKey as err:
         # json.load keeps the last of repeated keys silently; which answer counts would be a guess.
-        raise errors.UserError(f"{path}: the key {err.args[0]!r} appears twice in one object of the {what}; "
-                               "keep only one") from None
-    except (ValueError, RecursionError) as err:  # JSONDecodeError, too many digits, nested too deeply
-        raise errors.UserError(f"{path}: the {what} is not valid JSON ({' '.join(str(err).split())}); "
-                               "fix or regenerate it") from None
+        raise errors.UserError(
+            f"{path}: the key {err.args[0]!r} appears twice in one object of the {what}; "
+            "keep only one"
+        ) from None
+    except (
+        ValueError,
+        RecursionError,
+    ) as err:  # JSONDecodeError, too many digits, nested too deeply
+        raise errors.UserError(
+            f"{path}: the {what} is not valid JSON ({' '.join(str(err).split())}); "
+            "fix or regenerate it"
+        ) from None
 
 
 def _check_dataset(dataset, path: str) -> List[dict]:
     """The `data` list of a SQuAD file, after checking every field that scoring reads."""
+
     def bad(where, expected):
-        return errors.UserError(f"{path}: {where} is not {expected}; is this a SQuAD JSON file "
-                                "(like dev-v2.0.json)?")
+        return errors.UserError(
+            f"{path}: {where} is not {expected}; is this a SQuAD JSON file " "(like dev-v2.0.json)?"
+        )
 
     def bad_record(kind, where, obj):
-        raise bad(where, 'an object with a "paragraphs" list' if kind == "article" else 'an object with a "qas" list')
+        raise bad(
+            where,
+            'an object with a "paragraphs" list'
+            if kind == "article"
+            else 'an object with a "qas" list',
+        )
 
     if not squad_file.is_squad(dataset):
         raise bad("the top level", 'an object with a "data" list of articles')
@@ -333,35 +395,53 @@ def _check_dataset(dataset, path: str) -> List[dict]:
                 raise bad(where_qa, 'an object with a string "id"')
             answers = qa.get("answers")
             if not isinstance(answers, list) or not all(
-                    isinstance(a, dict) and isinstance(a.get("text"), str) for a in answers):
-                raise errors.UserError(f'{path}: question {qid!r} ({where_qa}): "answers" must be a list of '
-                                       'objects with a string "text" ([] for an unanswerable question)')
+                isinstance(a, dict) and isinstance(a.get("text"), str) for a in answers
+            ):
+                raise errors.UserError(
+                    f'{path}: question {qid!r} ({where_qa}): "answers" must be a list of '
+                    'objects with a string "text" ([] for an unanswerable question)'
+                )
             if qid in seen:
-                raise errors.UserError(f"{path}: question id {qid!r} appears twice (again at {where_qa}); "
-                                       "question ids must be unique")
+                raise errors.UserError(
+                    f"{path}: question id {qid!r} appears twice (again at {where_qa}); "
+                    "question ids must be unique"
+                )
             seen.add(qid)
     if not seen:
-        raise errors.UserError(f"{path}: the data file has no questions, so there is nothing to score; "
-                               "pass a SQuAD file with questions")
+        raise errors.UserError(
+            f"{path}: the data file has no questions, so there is nothing to score; "
+            "pass a SQuAD file with questions"
+        )
     return dataset["data"]
 
 
-def _check_mapping(mapping, path: str, what: str, qids: List[str], data_file: str, valid, expected: str):
+def _check_mapping(
+    mapping, path: str, what: str, qids: List[str], data_file: str, valid, expected: str
+):
     """`mapping` must be a JSON object of question id -> value with an entry for every question."""
     if not isinstance(mapping, dict):
-        raise errors.UserError(f"{path}: the {what} file must be a JSON object of question id -> {expected}, "
-                                 f"not {_describe(mapping)}")
+        raise errors.UserError(
+            f"{path}: the {what} file must be a JSON object of question id -> {expected}, "
+            f"not {_describe(mapping)}"
+        )
     for qid, value in mapping.items():
         if not valid(value):
-            raise errors.UserError(f"{path}: the {what} for question {qid!r} is {_describe(value)}; "
-                                     f"it must be {expected}")
+            raise errors.UserError(
+                f"{path}: the {what} for question {qid!r} is {_describe(value)}; "
+                f"it must be {expected}"
+            )
     missing = [q for q in qids if q not in mapping]
     if missing:
-        raise errors.UserError(f"{path}: no {what} for {len(missing)} of the {len(qids)} questions in "
-                                 f"{data_file}, e.g. {', '.join(map(repr, missing[:3]))}; every question needs one")
+        raise errors.UserError(
+            f"{path}: no {what} for {len(missing)} of the {len(qids)} questions in "
+            f"{data_file}, e.g. {', '.join(map(repr, missing[:3]))}; every question needs one"
+        )
     extra = len(mapping.keys() - set(qids))
     if extra:
-        print(f"warning: {path}: {extra} question ids are not in {data_file}; they are ignored", file=sys.stderr)
+        print(
+            f"warning: {path}: {extra} question ids are not in {data_file}; they are ignored",
+            file=sys.stderr,
+        )
 
 
 def _path(text: str) -> str:
@@ -377,16 +457,24 @@ def _out_target(out_file: str, inputs: List[str]) -> str:
     target = os.path.realpath(out_file)
     parent = os.path.dirname(target)
     if any(os.path.realpath(p) == target for p in inputs if p is not None):
-        raise errors.ConfigError(f"{out_file}: --out-file is one of the input files and would overwrite it; "
-                                   "choose another path")
+        raise errors.ConfigError(
+            f"{out_file}: --out-file is one of the input files and would overwrite it; "
+            "choose another path"
+        )
     if os.path.isdir(target):
         raise errors.UserError(f"{out_file}: --out-file is a directory; give a file path")
     if not os.path.isdir(parent):
-        raise errors.UserError(f"{out_file}: the directory {parent} does not exist; create it or choose another "
-                                 "--out-file")
-    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(target) and not os.access(target, os.W_OK)):
-        raise errors.UserError(f"{out_file}: cannot write the output file: permission denied; "
-                                 "choose a writable path")
+        raise errors.UserError(
+            f"{out_file}: the directory {parent} does not exist; create it or choose another "
+            "--out-file"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK) or (
+        os.path.exists(target) and not os.access(target, os.W_OK)
+    ):
+        raise errors.UserError(
+            f"{out_file}: cannot write the output file: permission denied; "
+            "choose a writable path"
+        )
     return target
 
 
@@ -401,34 +489,62 @@ def _write_atomically(target: str, text: str, shown: str) -> None:
         with files.atomic_file(target) as tmp, open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
     except OSError as err:
-        raise errors.UserError(f"{shown}: cannot write the output file: {err.strerror or err}") from None
+        raise errors.UserError(
+            f"{shown}: cannot write the output file: {err.strerror or err}"
+        ) from None
 
 
 def _check_image_dir(out_dir: str) -> None:
     """Before any work: matplotlib is there and `out_dir` is, or can be made, a writable directory."""
-    if importlib.util.find_spec("matplotlib") is None:  # found, not imported: no work before the checks
-        raise errors.UserError("--out-image-dir needs matplotlib, which is not installed: pip install matplotlib")
+    if (
+        importlib.util.find_spec("matplotlib") is None
+    ):  # found, not imported: no work before the checks
+        raise errors.UserError(
+            "--out-image-dir needs matplotlib, which is not installed: pip install matplotlib"
+        )
     existing = os.path.abspath(out_dir)
     while not os.path.lexists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise errors.UserError(f"{out_dir}: {existing} is not a directory; choose another --out-image-dir")
+        raise errors.UserError(
+            f"{out_dir}: {existing} is not a directory; choose another --out-image-dir"
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise errors.UserError(f"{out_dir}: cannot write the images in {existing}: permission denied; "
-                                 "choose a writable --out-image-dir")
+        raise errors.UserError(
+            f"{out_dir}: cannot write the images in {existing}: permission denied; "
+            "choose a writable --out-image-dir"
+        )
 
 
 def main(argv=None) -> None:
-    parser = errors.ArgumentParser(description="SQuAD 2.0 evaluation (official script's interface).")
+    parser = errors.ArgumentParser(
+        description="SQuAD 2.0 evaluation (official script's interface)."
+    )
     parser.add_argument("data_file", type=_path, help="SQuAD JSON, e.g. dev-v2.0.json")
-    parser.add_argument("pred_file", type=_path, help="predictions.json: question id -> answer text")
-    parser.add_argument("--out-file", "-o", type=_path, help="write the metrics JSON here instead of stdout")
-    parser.add_argument("--na-prob-file", "-n", type=_path, help="null_odds.json: question id -> no-answer score")
-    parser.add_argument("--na-prob-thresh", "-t", type=errors.finite_float, default=1.0,
-                        help='predict "" where the no-answer score exceeds this (default 1.0)')
-    parser.add_argument("--out-image-dir", "-p", type=_path, metavar="DIR",
-                        help="add pr_*_ap to the metrics and save precision-recall curves and no-answer "
-                             "histograms (PNG) here; needs --na-prob-file and matplotlib")
+    parser.add_argument(
+        "pred_file", type=_path, help="predictions.json: question id -> answer text"
+    )
+    parser.add_argument(
+        "--out-file", "-o", type=_path, help="write the metrics JSON here instead of stdout"
+    )
+    parser.add_argument(
+        "--na-prob-file", "-n", type=_path, help="null_odds.json: question id -> no-answer score"
+    )
+    parser.add_argument(
+        "--na-prob-thresh",
+        "-t",
+        type=errors.finite_float,
+        default=1.0,
+        help='predict "" where the no-answer score exceeds this (default 1.0)',
+    )
+    parser.add_argument(
+        "--out-image-dir",
+        "-p",
+        type=_path,
+        metavar="DIR",
+        help="add pr_*_ap to the metrics and save precision-recall curves and no-answer "
+        "histograms (PNG) here; needs --na-prob-file and matplotlib",
+    )
     args = parser.parse_args(argv)
     if args.out_image_dir is not None:
         if args.na_prob_file is None:
@@ -440,13 +556,27 @@ def main(argv=None) -> None:
     articles = _check_dataset(_load_json(args.data_file, "data file"), args.data_file)
     qids = [qa["id"] for qa in squad_file.questions(articles)]
     preds = _load_json(args.pred_file, "predictions file")
-    _check_mapping(preds, args.pred_file, "prediction", qids, args.data_file, lambda v: isinstance(v, str),
-                   'the answer text as a string ("" for no answer)')
+    _check_mapping(
+        preds,
+        args.pred_file,
+        "prediction",
+        qids,
+        args.data_file,
+        lambda v: isinstance(v, str),
+        'the answer text as a string ("" for no answer)',
+    )
     na_probs = None
     if args.na_prob_file is not None:
         na_probs = _load_json(args.na_prob_file, "no-answer probability file")
-        _check_mapping(na_probs, args.na_prob_file, "no-answer probability", qids, args.data_file,
-                       _is_finite_number, "a finite number")
+        _check_mapping(
+            na_probs,
+            args.na_prob_file,
+            "no-answer probability",
+            qids,
+            args.data_file,
+            _is_finite_number,
+            "a finite number",
+        )
     metrics = evaluate(articles, preds, na_probs, args.na_prob_thresh)
     if args.out_image_dir is not None:
         curves = precision_recall(articles, preds, na_probs)

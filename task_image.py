@@ -5,12 +5,15 @@ run, and explain, on Pythons too old for the trial.
 
     python3 task_image.py
 """
+
 import re
 import sys
 
 NEWEST, OLDEST = "requirements.txt", "requirements-oldest.txt"
-FIX = ("Set environment.image in the experiment config to an image with Python >= 3.10 and PyTorch >= 2.3 "
-       "(Determined 0.38's default image has both); README, section \"Task image\".")
+FIX = (
+    "Set environment.image in the experiment config to an image with Python >= 3.10 and PyTorch >= 2.3 "
+    '(Determined 0.38\'s default image has both); README, section "Task image".'
+)
 
 
 def torch_release(version):
@@ -29,15 +32,24 @@ def choose(python, torch_version):
     if tuple(python[:2]) < (3, 10):
         return None, "this task image has %s; the trial needs Python 3.10 or newer" % py
     if torch_version is None:
-        return None, ("this task image has no PyTorch; the trial uses the image's own PyTorch "
-                      "(2.3 or newer) and never installs one")
+        return None, (
+            "this task image has no PyTorch; the trial uses the image's own PyTorch "
+            "(2.3 or newer) and never installs one"
+        )
     release = torch_release(torch_version)
     if release is None or release < (2, 3, 0, 0):
-        return None, "this task image has PyTorch %s; the trial needs PyTorch 2.3 or newer" % torch_version
+        return (
+            None,
+            "this task image has PyTorch %s; the trial needs PyTorch 2.3 or newer" % torch_version,
+        )
     have = "%s and PyTorch %s" % (py, torch_version)
     if tuple(python[:2]) >= (3, 11) and release >= (2, 6, 0, 1):
         return NEWEST, "%s: transformers 5 and NumPy 2" % have
-    return OLDEST, "%s: transformers 4.57 and NumPy 1 (transformers 5 needs Python >= 3.11 and PyTorch >= 2.6)" % have
+    return (
+        OLDEST,
+        "%s: transformers 4.57 and NumPy 1 (transformers 5 needs Python >= 3.11 and PyTorch >= 2.6)"
+        % have,
+    )
 
 
 def installed_torch():

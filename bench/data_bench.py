@@ -15,6 +15,7 @@ Python loop over features. The build tokenizes each distinct context of a batch 
 pair tokenizer's path too); `features_match_pair_path` checks its first batches byte for byte
 against that path.
 """
+
 import argparse
 import dataclasses
 import json
@@ -36,7 +37,9 @@ import models  # noqa: E402
 import qa_features  # noqa: E402
 import settings  # noqa: E402
 
-SPEC = models.feature_spec(settings.hyperparameters({}), "albert")  # the cluster configs' 384 / 128 / 64
+SPEC = models.feature_spec(
+    settings.hyperparameters({}), "albert"
+)  # the cluster configs' 384 / 128 / 64
 
 
 def baseline_labels(examples, tokenizer, spec):
@@ -44,11 +47,20 @@ def baseline_labels(examples, tokenizer, spec):
     starts, ends = [], []
     for lo in range(0, len(examples), 1000):
         hi = min(lo + 1000, len(examples))
-        questions = qa_features.truncate_questions(examples.questions[lo:hi], tokenizer, spec.max_query_length)
+        questions = qa_features.truncate_questions(
+            examples.questions[lo:hi], tokenizer, spec.max_query_length
+        )
         contexts = [examples.contexts[i] for i in examples.context_index[lo:hi]]
-        enc = tokenizer(questions, contexts, truncation="only_second", max_length=spec.max_seq_length,
-                        stride=spec.doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True,
-                        padding="max_length")
+        enc = tokenizer(
+            questions,
+            contexts,
+            truncation="only_second",
+            max_length=spec.max_seq_length,
+            stride=spec.doc_stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            padding="max_length",
+        )
         for i, offsets in enumerate(enc["offset_mapping"]):
             e = lo + enc["overflow_to_sample_mapping"][i]
             seq = enc.sequence_ids(i)
@@ -104,17 +116,29 @@ print(json.dumps({{"status": status, "first_batch_s": first_batch, "rss_delta_mb
 
 
 def child(code: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--questions", type=int, default=130000)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
-    parser.add_argument("--model", help="tokenizer directory or name (default: a freshly built tiny model)")
-    parser.add_argument("--filler", type=int, nargs=2, default=(4, 7), metavar=("LO", "HI"),
-                        help="filler sentences per generated paragraph (default: 4 7, the demo's)")
+    parser.add_argument(
+        "--model", help="tokenizer directory or name (default: a freshly built tiny model)"
+    )
+    parser.add_argument(
+        "--filler",
+        type=int,
+        nargs=2,
+        default=(4, 7),
+        metavar=("LO", "HI"),
+        help="filler sentences per generated paragraph (default: 4 7, the demo's)",
+    )
     args = parser.parse_args()
     import make_squad_data
     import make_tiny_model
@@ -123,10 +147,21 @@ def main():
         model = args.model or make_tiny_model.build(os.path.join(tmp, "tiny"))
         source = os.path.join(tmp, "train.json")
         with open(source, "w") as f:
-            json.dump(make_squad_data.make_dataset(args.questions, 11, 1, "bench", filler=tuple(args.filler)), f)
+            json.dump(
+                make_squad_data.make_dataset(
+                    args.questions, 11, 1, "bench", filler=tuple(args.filler)
+                ),
+                f,
+            )
         cache_dir = os.path.join(tmp, "cache")
-        fmt = dict(root=ROOT, model=model, source=source, cache=cache_dir, workers=args.workers,
-                   spec=dataclasses.astuple(SPEC))
+        fmt = dict(
+            root=ROOT,
+            model=model,
+            source=source,
+            cache=cache_dir,
+            workers=args.workers,
+            spec=dataclasses.astuple(SPEC),
+        )
         cold = child(CHILD_BUILD.format(**fmt))
         warm = child(CHILD_WARM.format(**fmt))
         entry = os.path.join(cache_dir, "features", cold["key"])
@@ -139,16 +174,26 @@ def main():
         base_start, base_end = baseline_labels(examples, tokenizer, SPEC)
         baseline_s = time.time() - t
         built = cache.load_entry(entry)
-        labels_match = bool(np.array_equal(base_start, built.arrays["start_positions"])
-                            and np.array_equal(base_end, built.arrays["end_positions"]))
-        pair_path = [qa_features.featurize_batch_pairs(examples, lo, min(lo + 1000, len(examples)), tokenizer, SPEC,
-                                                       training=True)
-                     for lo in range(0, min(len(examples), 3000), 1000)]
+        labels_match = bool(
+            np.array_equal(base_start, built.arrays["start_positions"])
+            and np.array_equal(base_end, built.arrays["end_positions"])
+        )
+        pair_path = [
+            qa_features.featurize_batch_pairs(
+                examples, lo, min(lo + 1000, len(examples)), tokenizer, SPEC, training=True
+            )
+            for lo in range(0, min(len(examples), 3000), 1000)
+        ]
         rows = sum(len(p["input_ids"]) for p in pair_path)
-        features_match = all(np.concatenate([p[k] for p in pair_path]).tobytes() == built.arrays[k][:rows].tobytes()
-                             for k in pair_path[0])
+        features_match = all(
+            np.concatenate([p[k] for p in pair_path]).tobytes() == built.arrays[k][:rows].tobytes()
+            for k in pair_path[0]
+        )
     result = {
-        "questions": args.questions, "filler": list(args.filler), "features": cold["features"], "workers": args.workers,
+        "questions": args.questions,
+        "filler": list(args.filler),
+        "features": cold["features"],
+        "workers": args.workers,
         "build_questions_per_s": round(args.questions / cold["seconds"], 1),
         "baseline_questions_per_s": round(args.questions / baseline_s, 1),
         "speedup": round(baseline_s / cold["seconds"], 2),

@@ -16,6 +16,7 @@ MFU = achieved model FLOP/s / peak. Peak: the GPU's dense bf16/fp16 tensor peak 
 datasheet (H100/H200 SXM: 989 TFLOP/s; A100: 312) or, on a CPU, the float32 matmul rate measured
 in the same run (a 2048^3 matmul), so the CPU figure is relative to what this machine can do.
 """
+
 import argparse
 import contextlib
 import json
@@ -33,8 +34,14 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import settings  # noqa: E402
 
-XXLARGE = dict(vocab_size=30000, embedding_size=128, hidden_size=4096, num_hidden_layers=12,
-               num_attention_heads=64, intermediate_size=16384)
+XXLARGE = dict(
+    vocab_size=30000,
+    embedding_size=128,
+    hidden_size=4096,
+    num_hidden_layers=12,
+    num_attention_heads=64,
+    intermediate_size=16384,
+)
 GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}
 
 
@@ -43,14 +50,21 @@ def shape_config(shape: str) -> dict:
         return dict(XXLARGE)
     if shape.startswith("albert-xxlarge-v2/"):
         k = int(shape.split("/")[1])
-        return dict(XXLARGE, hidden_size=4096 // k, num_attention_heads=64 // k, intermediate_size=16384 // k)
+        return dict(
+            XXLARGE,
+            hidden_size=4096 // k,
+            num_attention_heads=64 // k,
+            intermediate_size=16384 // k,
+        )
     raise SystemExit(f"unknown --shape {shape!r}: use albert-xxlarge-v2 or albert-xxlarge-v2/K")
 
 
 def build_model(shape: str, device: torch.device):
     from transformers import AlbertConfig, AlbertForQuestionAnswering
 
-    config = AlbertConfig(**shape_config(shape), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = AlbertConfig(
+        **shape_config(shape), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
     config._attn_implementation = "sdpa"
     return AlbertForQuestionAnswering(config).to(device), config
 
@@ -72,7 +86,7 @@ def peak_flops(device: torch.device) -> tuple:
     t = time.perf_counter()
     for _ in range(5):
         a @ b
-    rate = 5 * 2 * 2048 ** 3 / (time.perf_counter() - t)
+    rate = 5 * 2 * 2048**3 / (time.perf_counter() - t)
     return rate, f"CPU float32 2048^3 matmul measured in this run: {rate / 1e9:.1f} GFLOP/s"
 
 
@@ -89,7 +103,9 @@ def time_steps(model, batches, device, amp, optimizer, warmup=2):
     def step(ids, mask):
         labels = torch.zeros(ids.shape[0], dtype=torch.long, device=device)
         with autocast(device, amp):
-            loss = model(input_ids=ids, attention_mask=mask, start_positions=labels, end_positions=labels).loss
+            loss = model(
+                input_ids=ids, attention_mask=mask, start_positions=labels, end_positions=labels
+            ).loss
         if scaler:
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -113,23 +129,37 @@ def time_steps(model, batches, device, amp, optimizer, warmup=2):
 
 
 def random_batch(batch, seq, device, vocab):
-    return (torch.randint(5, vocab, (batch, seq), device=device), torch.ones(batch, seq, dtype=torch.long, device=device))
+    return (
+        torch.randint(5, vocab, (batch, seq), device=device),
+        torch.ones(batch, seq, dtype=torch.long, device=device),
+    )
 
 
 def cmd_train_step(args, device):
     model, config = build_model(args.shape, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    batches = [random_batch(args.batch, 384, device, config.vocab_size) for _ in range(args.steps + 2)]
+    batches = [
+        random_batch(args.batch, 384, device, config.vocab_size) for _ in range(args.steps + 2)
+    ]
     seconds = time_steps(model, batches, device, args.amp, optimizer)
     peak, peak_note = peak_flops(device)
     achieved = args.batch * flops_per_sequence(config, 384) / seconds
-    return {"device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
-            "shape": args.shape, "seq_len": 384, "batch": args.batch, "amp": args.amp,
-            "examples_per_s": round(args.batch / seconds, 3), "tokens_per_s": round(args.batch * 384 / seconds, 1),
-            "mfu": round(achieved / peak, 4) if peak == peak else None,
-            "achieved_tflops": round(achieved / 1e12, 3), "peak": peak_note,
-            "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
-            "attention": config._attn_implementation}
+    return {
+        "device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
+        "shape": args.shape,
+        "seq_len": 384,
+        "batch": args.batch,
+        "amp": args.amp,
+        "examples_per_s": round(args.batch / seconds, 3),
+        "tokens_per_s": round(args.batch * 384 / seconds, 1),
+        "mfu": round(achieved / peak, 4) if peak == peak else None,
+        "achieved_tflops": round(achieved / 1e12, 3),
+        "peak": peak_note,
+        "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        if device.type == "cuda"
+        else None,
+        "attention": config._attn_implementation,
+    }
 
 
 def squad_lengths(n_questions=3000, seed=5):
@@ -139,18 +169,23 @@ def squad_lengths(n_questions=3000, seed=5):
     about 94-251 tokens. (make demo's data has shorter paragraphs.)"""
     import tempfile
 
-    import data
-    import models
     import make_squad_data
     import make_tiny_model
+
+    import data
+    import models
 
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = models.load_tokenizer(make_tiny_model.build(os.path.join(tmp, "tiny")))
         path = os.path.join(tmp, "train.json")
         with open(path, "w") as f:
-            json.dump(make_squad_data.make_dataset(n_questions, seed, 1, "bench", filler=(3, 19)), f)
+            json.dump(
+                make_squad_data.make_dataset(n_questions, seed, 1, "bench", filler=(3, 19)), f
+            )
         examples = data.read_squad(path, "train")
-        return data.featurize(examples, tokenizer, data.FeatureSpec(384, 128, 64), training=True)["lengths"]
+        return data.featurize(examples, tokenizer, data.FeatureSpec(384, 128, 64), training=True)[
+            "lengths"
+        ]
 
 
 def spread_pairs(batches, key, rounds):
@@ -163,9 +198,14 @@ def spread_pairs(batches, key, rounds):
 
 def spread(values):
     q25, q50, q75 = np.percentile(values, [25, 50, 75])
-    return {"median": round(float(q50), 3), "min": round(float(np.min(values)), 3),
-            "max": round(float(np.max(values)), 3), "q25": round(float(q25), 3), "q75": round(float(q75), 3),
-            "iqr": round(float(q75 - q25), 3)}
+    return {
+        "median": round(float(q50), 3),
+        "min": round(float(np.min(values)), 3),
+        "max": round(float(np.max(values)), 3),
+        "q25": round(float(q25), 3),
+        "q75": round(float(q75), 3),
+        "iqr": round(float(q75 - q25), 3),
+    }
 
 
 def cmd_bucketing(args, device):
@@ -188,19 +228,29 @@ def cmd_bucketing(args, device):
         """Seconds of one training step on the features `idx`, its real and its computed tokens."""
         lens = lengths[idx]
         width = 384 if pad_to_max else int(np.ceil(lens.max() / 8) * 8)
-        mask = torch.from_numpy((np.arange(width)[None, :] < lens[:, None]).astype(np.int64)).to(device)
+        mask = torch.from_numpy((np.arange(width)[None, :] < lens[:, None]).astype(np.int64)).to(
+            device
+        )
         ids = torch.randint(5, config.vocab_size, (len(idx), width), device=device)
         seconds = time_steps(model, [(ids, mask)], device, args.amp, optimizer, warmup=0)
         return seconds, int(lens.sum()), len(idx) * width
 
     # Timed batches spread over the range: padded ones by real tokens, bucketed ones by width.
-    random_batches = [rng.choice(len(lengths), args.batch, replace=False) for _ in range(max(200, 2 * rounds))]
-    bucketed = [np.array(b) for b in samplers.LengthBucketBatchSampler(lengths, args.batch, seed=0) if len(b) == args.batch]
+    random_batches = [
+        rng.choice(len(lengths), args.batch, replace=False) for _ in range(max(200, 2 * rounds))
+    ]
+    bucketed = [
+        np.array(b)
+        for b in samplers.LengthBucketBatchSampler(lengths, args.batch, seed=0)
+        if len(b) == args.batch
+    ]
     padded_pairs = spread_pairs(random_batches, lambda b: lengths[b].sum(), rounds)
     bucket_pairs = spread_pairs(bucketed, lambda b: lengths[b].max(), rounds)
     # Padding efficiency over a whole epoch, not only the timed batches.
-    eff_epoch = lengths.sum() / sum(len(b) * np.ceil(lengths[b].max() / 8) * 8
-                                    for b in samplers.LengthBucketBatchSampler(lengths, args.batch, seed=1))
+    eff_epoch = lengths.sum() / sum(
+        len(b) * np.ceil(lengths[b].max() / 8) * 8
+        for b in samplers.LengthBucketBatchSampler(lengths, args.batch, seed=1)
+    )
 
     for p, b in zip(padded_pairs[0], bucket_pairs[0]):  # warmup: 2 steps of each, not timed
         step(p, True)
@@ -213,23 +263,31 @@ def cmd_bucketing(args, device):
     examples_per_s = 2 * args.batch / per_round[:, :, 0]
     tokens_per_s = per_round[:, :, 1] / per_round[:, :, 0]
     efficiency = per_round[:, :, 1].sum(0) / per_round[:, :, 2].sum(0)
-    return {"device": "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device), "shape": args.shape,
-            "batch": args.batch, "amp": args.amp, "features": int(len(lengths)),
-            "mean_feature_length": round(float(lengths.mean()), 1),
-            "rounds": rounds, "round_order": "padded, bucketed, bucketed, padded", "torch_threads": torch.get_num_threads(),
-            "speedup_examples_per_s": spread(examples_per_s[:, 1] / examples_per_s[:, 0]),
-            "speedup_tokens_per_s": spread(tokens_per_s[:, 1] / tokens_per_s[:, 0]),
-            "padded_examples_per_s": round(float(np.median(examples_per_s[:, 0])), 3),
-            "bucketed_examples_per_s": round(float(np.median(examples_per_s[:, 1])), 3),
-            "padded_tokens_per_s": round(float(np.median(tokens_per_s[:, 0])), 1),
-            "bucketed_tokens_per_s": round(float(np.median(tokens_per_s[:, 1])), 1),
-            "padding_efficiency_padded": round(float(efficiency[0]), 3),
-            "padding_efficiency_bucketed": round(float(efficiency[1]), 3),
-            "padding_efficiency_bucketed_epoch": round(float(eff_epoch), 3)}
+    return {
+        "device": "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "shape": args.shape,
+        "batch": args.batch,
+        "amp": args.amp,
+        "features": int(len(lengths)),
+        "mean_feature_length": round(float(lengths.mean()), 1),
+        "rounds": rounds,
+        "round_order": "padded, bucketed, bucketed, padded",
+        "torch_threads": torch.get_num_threads(),
+        "speedup_examples_per_s": spread(examples_per_s[:, 1] / examples_per_s[:, 0]),
+        "speedup_tokens_per_s": spread(tokens_per_s[:, 1] / tokens_per_s[:, 0]),
+        "padded_examples_per_s": round(float(np.median(examples_per_s[:, 0])), 3),
+        "bucketed_examples_per_s": round(float(np.median(examples_per_s[:, 1])), 3),
+        "padded_tokens_per_s": round(float(np.median(tokens_per_s[:, 0])), 1),
+        "bucketed_tokens_per_s": round(float(np.median(tokens_per_s[:, 1])), 1),
+        "padding_efficiency_padded": round(float(efficiency[0]), 3),
+        "padding_efficiency_bucketed": round(float(efficiency[1]), 3),
+        "padding_efficiency_bucketed_epoch": round(float(eff_epoch), 3),
+    }
 
 
 def cmd_postprocess(args, _device):
     import make_squad_data
+
     import postprocess
     import squad_eval
 
@@ -242,16 +300,24 @@ def cmd_postprocess(args, _device):
     offsets = np.full((n, width, 2), -1, dtype=np.int32)
     for f, e in enumerate(example_index):
         context = qas[e][1]
-        words = np.array([m.span() for m in re.finditer(r"[^ ]+", context)][:width - 30], dtype=np.int32)
-        offsets[f, 20:20 + len(words)] = words
+        words = np.array(
+            [m.span() for m in re.finditer(r"[^ ]+", context)][: width - 30], dtype=np.int32
+        )
+        offsets[f, 20 : 20 + len(words)] = words
     start = rng.normal(size=(n, width)).astype(np.float32)
     end = rng.normal(size=(n, width)).astype(np.float32)
     t = time.perf_counter()
-    predictions, nbest, null_odds = postprocess.postprocess([qa["id"] for qa, _ in qas], [c for _, c in qas],
-                                                            example_index, offsets, start, end)
+    predictions, nbest, null_odds = postprocess.postprocess(
+        [qa["id"] for qa, _ in qas], [c for _, c in qas], example_index, offsets, start, end
+    )
     metrics = squad_eval.evaluate(dataset["data"], predictions, null_odds, 0.0)
     seconds = time.perf_counter() - t
-    return {"questions": len(qas), "features": n, "seconds": round(seconds, 3), "f1_of_random_logits": round(metrics["f1"], 2)}
+    return {
+        "questions": len(qas),
+        "features": n,
+        "seconds": round(seconds, 3),
+        "f1_of_random_logits": round(metrics["f1"], 2),
+    }
 
 
 def cmd_eval_traffic(args, device):
@@ -263,10 +329,11 @@ def cmd_eval_traffic(args, device):
     null odds as JSON) go, to the chief alone. Random logits: n-best lists are full, as in training."""
     import tempfile
 
-    import cache
-    import data
     import make_squad_data
     import make_tiny_model
+
+    import cache
+    import data
     import evaluation
     import models
     import samplers
@@ -278,32 +345,51 @@ def cmd_eval_traffic(args, device):
             json.dump(make_squad_data.make_dataset(11873, 7, 3, "dev", filler=(3, 19)), f)
         examples = data.read_squad(path, "validation")
         arrays = data.featurize(examples, tokenizer, data.FeatureSpec(384, 128, 64), training=False)
-    features = cache.Features(arrays, {}, examples.ids, [examples.contexts[c] for c in examples.context_index])
+    features = cache.Features(
+        arrays, {}, examples.ids, [examples.contexts[c] for c in examples.context_index]
+    )
     rng = np.random.default_rng(0)
     start, end = (rng.normal(size=arrays["input_ids"].shape).astype(np.float32) for _ in range(2))
     hp = settings.hyperparameters({})
     out = {"questions": len(examples), "features": len(features)}
     for ranks in (8, 64):
-        sampler = samplers.QuestionShardedBatchSampler(arrays["lengths"], arrays["example_index"], 2, ranks)
+        sampler = samplers.QuestionShardedBatchSampler(
+            arrays["lengths"], arrays["example_index"], 2, ranks
+        )
         batches = list(iter(sampler))
-        logits = [sum(len(b) * (8 + 2 * 4 * int(np.ceil(arrays["lengths"][b].max() / 8) * 8))
-                      for b in batches[r::ranks]) for r in range(ranks)]
+        logits = [
+            sum(
+                len(b) * (8 + 2 * 4 * int(np.ceil(arrays["lengths"][b].max() / 8) * 8))
+                for b in batches[r::ranks]
+            )
+            for r in range(ranks)
+        ]
         answers = []
         for r in range(ranks):
             owned = sampler.owned(r)
             evaluator = evaluation.SquadEvaluator(features, path, hp, owned)
-            answers.append(len(json.dumps(evaluator.answers(owned, start[owned], end[owned])).encode()))
-        out[f"{ranks}_ranks"] = {"before_bytes_chief_sends": (ranks - 1) * sum(logits),
-                                 "before_bytes_each_rank_receives": sum(logits) - min(logits),
-                                 "after_bytes_chief_receives": sum(answers[1:]),
-                                 "after_bytes_each_worker_sends": max(answers[1:])}
+            answers.append(
+                len(json.dumps(evaluator.answers(owned, start[owned], end[owned])).encode())
+            )
+        out[f"{ranks}_ranks"] = {
+            "before_bytes_chief_sends": (ranks - 1) * sum(logits),
+            "before_bytes_each_rank_receives": sum(logits) - min(logits),
+            "after_bytes_chief_receives": sum(answers[1:]),
+            "after_bytes_each_worker_sends": max(answers[1:]),
+        }
     return out
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["train_step", "bucketing", "postprocess", "eval_traffic"])
-    parser.add_argument("--shape", help="albert-xxlarge-v2 (GPU default) or albert-xxlarge-v2/K (CPU default K=8)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "command", choices=["train_step", "bucketing", "postprocess", "eval_traffic"]
+    )
+    parser.add_argument(
+        "--shape", help="albert-xxlarge-v2 (GPU default) or albert-xxlarge-v2/K (CPU default K=8)"
+    )
     parser.add_argument("--amp", choices=settings.HPARAMS["amp"].kind, default=None)
     parser.add_argument("--batch", type=int)
     parser.add_argument("--steps", type=int, default=6)
@@ -313,11 +399,17 @@ def main():
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag} {getattr(args, flag)}: give 1 or more")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    args.shape = args.shape or ("albert-xxlarge-v2" if device.type == "cuda" else "albert-xxlarge-v2/8")
+    args.shape = args.shape or (
+        "albert-xxlarge-v2" if device.type == "cuda" else "albert-xxlarge-v2/8"
+    )
     args.amp = args.amp or ("bf16" if device.type == "cuda" else "none")
     args.batch = args.batch or (32 if device.type == "cuda" else 8)
-    command = {"train_step": cmd_train_step, "bucketing": cmd_bucketing, "postprocess": cmd_postprocess,
-               "eval_traffic": cmd_eval_traffic}[args.command]
+    command = {
+        "train_step": cmd_train_step,
+        "bucketing": cmd_bucketing,
+        "postprocess": cmd_postprocess,
+        "eval_traffic": cmd_eval_traffic,
+    }[args.command]
     result = command(args, device)
     if device.type == "cpu" and args.command in ("train_step", "bucketing"):
         result["note"] = f"CPU run: scaled-down shape {args.shape}, fp32"

@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny ALBERT-shaped model directory and small generated SQuAD 2.0 files,
 built with the project's own tools (the same code `make demo` uses)."""
+
 import json
 import os
 import sys
@@ -26,7 +27,9 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sentencepiece_model(tmp_path_factory):
     """A tiny ALBERT whose tokenizer is only a SentencePiece model: spiece.model + tokenizer_config.json."""
-    return make_tiny_model.build(str(tmp_path_factory.mktemp("model") / "sp-albert"), sentencepiece=True)
+    return make_tiny_model.build(
+        str(tmp_path_factory.mktemp("model") / "sp-albert"), sentencepiece=True
+    )
 
 
 @pytest.fixture(scope="session")

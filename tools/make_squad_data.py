@@ -7,12 +7,15 @@ offsets, and several gold answers per dev question. Deterministic for a given se
 
     python tools/make_squad_data.py OUT_DIR [--train-questions N] [--dev-questions N] [--seed S]
 """
+
 import argparse
 import json
 import os
 import random
 
-MONTHS = "January February March April May June July August September October November December".split()
+MONTHS = (
+    "January February March April May June July August September October November December".split()
+)
 FILLER = [
     "Many visitors arrive during the warm season.",
     "Local markets sell bread, cheese and dried fruit.",
@@ -25,16 +28,70 @@ FILLER = [
 ]
 # (relation, sentence template, question templates, answer kind)
 RELATIONS = [
-    ("capital", "The capital of {s} is {o}.", ["What is the capital of {s}?", "Which city is the capital of {s}?"], "place"),
-    ("founder", "{s} was founded by {o}.", ["Who founded {s}?", "By whom was {s} founded?"], "person"),
-    ("year", "{s} was established in {o}.", ["When was {s} established?", "In what year was {s} established?"], "year"),
-    ("river", "The {o} river flows through {s}.", ["Which river flows through {s}?", "What river runs through {s}?"], "river"),
-    ("leader", "{s} is currently led by {o}.", ["Who leads {s}?", "Who is the current leader of {s}?"], "person"),
-    ("population", "About {o} people live in {s}.", ["How many people live in {s}?", "What is the population of {s}?"], "number"),
-    ("export", "The main export of {s} is {o}.", ["What is the main export of {s}?", "What does {s} mainly export?"], "good"),
-    ("festival", "The great festival of {s} takes place in {o}.", ["When does the great festival of {s} take place?", "In which month is the festival of {s}?"], "month"),
+    (
+        "capital",
+        "The capital of {s} is {o}.",
+        ["What is the capital of {s}?", "Which city is the capital of {s}?"],
+        "place",
+    ),
+    (
+        "founder",
+        "{s} was founded by {o}.",
+        ["Who founded {s}?", "By whom was {s} founded?"],
+        "person",
+    ),
+    (
+        "year",
+        "{s} was established in {o}.",
+        ["When was {s} established?", "In what year was {s} established?"],
+        "year",
+    ),
+    (
+        "river",
+        "The {o} river flows through {s}.",
+        ["Which river flows through {s}?", "What river runs through {s}?"],
+        "river",
+    ),
+    (
+        "leader",
+        "{s} is currently led by {o}.",
+        ["Who leads {s}?", "Who is the current leader of {s}?"],
+        "person",
+    ),
+    (
+        "population",
+        "About {o} people live in {s}.",
+        ["How many people live in {s}?", "What is the population of {s}?"],
+        "number",
+    ),
+    (
+        "export",
+        "The main export of {s} is {o}.",
+        ["What is the main export of {s}?", "What does {s} mainly export?"],
+        "good",
+    ),
+    (
+        "festival",
+        "The great festival of {s} takes place in {o}.",
+        [
+            "When does the great festival of {s} take place?",
+            "In which month is the festival of {s}?",
+        ],
+        "month",
+    ),
 ]
-GOODS = ["copper", "wool", "salt", "timber", "olive oil", "silk", "glass beads", "tea", "iron tools", "amber"]
+GOODS = [
+    "copper",
+    "wool",
+    "salt",
+    "timber",
+    "olive oil",
+    "silk",
+    "glass beads",
+    "tea",
+    "iron tools",
+    "amber",
+]
 
 
 def _name_pool(syllables, endings, size, seed):
@@ -43,7 +100,9 @@ def _name_pool(syllables, endings, size, seed):
     real text reuses names, keeps each name frequent enough to be one piece of the tiny vocabulary."""
     rng, pool = random.Random(seed), []
     while len(pool) < size:
-        word = ("".join(rng.choice(syllables) for _ in range(rng.randint(1, 2))) + rng.choice(endings)).capitalize()
+        word = (
+            "".join(rng.choice(syllables) for _ in range(rng.randint(1, 2))) + rng.choice(endings)
+        ).capitalize()
         if word not in pool:
             pool.append(word)
     return pool
@@ -109,22 +168,34 @@ def paragraph(rng, pid, questions_per_paragraph, n_variants, filler=(4, 7)):
             stated = {r for fs, r, _ in facts if fs == s}
             r = rng.choice([r for r in range(len(RELATIONS)) if r not in stated])
             plausible = [(o, start) for (fs, fr, o), start in located if fs == s][:1]
-            qas.append({"id": qid, "question": rng.choice(RELATIONS[r][2]).format(s=s), "answers": [],
-                        "is_impossible": True,
-                        "plausible_answers": [{"text": o, "answer_start": st} for o, st in plausible]})
+            qas.append(
+                {
+                    "id": qid,
+                    "question": rng.choice(RELATIONS[r][2]).format(s=s),
+                    "answers": [],
+                    "is_impossible": True,
+                    "plausible_answers": [{"text": o, "answer_start": st} for o, st in plausible],
+                }
+            )
         else:
             (s, r, o), start = unasked.pop() if unasked else rng.choice(located)
-            assert context[start:start + len(o)] == o
+            assert context[start : start + len(o)] == o
             answers = [{"text": o, "answer_start": start}]
             for _ in range(n_variants - 1):
                 # Dev sets carry several annotators' answers; some take in the word before.
                 wider = context.rfind(" ", 0, start - 1) + 1
                 if rng.random() < 0.3 and start > 0:
-                    answers.append({"text": context[wider:start + len(o)], "answer_start": wider})
+                    answers.append({"text": context[wider : start + len(o)], "answer_start": wider})
                 else:
                     answers.append({"text": o, "answer_start": start})
-            qas.append({"id": qid, "question": rng.choice(RELATIONS[r][2]).format(s=s), "answers": answers,
-                        "is_impossible": False})
+            qas.append(
+                {
+                    "id": qid,
+                    "question": rng.choice(RELATIONS[r][2]).format(s=s),
+                    "answers": answers,
+                    "is_impossible": False,
+                }
+            )
     return {"context": context, "qas": qas}
 
 
@@ -145,15 +216,19 @@ def make_dataset(n_questions, seed, n_variants, title_prefix, filler=(4, 7)):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("out_dir")
     parser.add_argument("--train-questions", type=int, default=12000)
     parser.add_argument("--dev-questions", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
-    for split, n, seed, variants in (("train", args.train_questions, args.seed, 1),
-                                      ("dev", args.dev_questions, args.seed + 1, 3)):
+    for split, n, seed, variants in (
+        ("train", args.train_questions, args.seed, 1),
+        ("dev", args.dev_questions, args.seed + 1, 3),
+    ):
         path = os.path.join(args.out_dir, f"{split}-v2.0.json")
         tmp = path + ".tmp"
         with open(tmp, "w") as f:

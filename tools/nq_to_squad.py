@@ -27,6 +27,7 @@ been read. The output is written atomically; the last stdout line is a JSON obje
 read = kept_answerable + kept_unanswerable + every skipped_* count, and yes_no_to_unanswerable is the
 part of kept_unanswerable that came from yes/no answers.
 """
+
 import argparse
 import contextlib
 import gzip
@@ -44,8 +45,16 @@ import files  # noqa: E402
 
 logger = logging.getLogger("nq_to_squad")
 
-COUNTS = ("read", "kept_answerable", "kept_unanswerable", "yes_no_to_unanswerable", "skipped_yes_no",
-          "skipped_no_long_answer", "skipped_bad_short_answer", "skipped_malformed")
+COUNTS = (
+    "read",
+    "kept_answerable",
+    "kept_unanswerable",
+    "yes_no_to_unanswerable",
+    "skipped_yes_no",
+    "skipped_no_long_answer",
+    "skipped_bad_short_answer",
+    "skipped_malformed",
+)
 # Simplified NQ keeps HTML tokens in document_text but drops the html_token flag: "<P>", "</Td>", ...
 HTML_TOKEN = re.compile(r"</?[A-Za-z][^<>\s]*>")
 PROGRESS_EVERY = 10000
@@ -63,6 +72,7 @@ class Malformed(Exception):
 # input: local path | s3:// → stream of lines
 # ---------------------------------------------------------------------------------------------
 
+
 def _read_errors():
     """Exceptions that mean the stream itself broke (truncated or corrupt gzip, lost connection)."""
     errors = (OSError, EOFError, zlib.error)
@@ -79,14 +89,16 @@ def _open(source):
         import boto3  # only needed for s3:// inputs
         import botocore.exceptions
 
-        bucket, _, key = source[len("s3://"):].partition("/")
+        bucket, _, key = source[len("s3://") :].partition("/")
         if not bucket or not key:
             raise ConversionError(f"{source}: expected s3://bucket/key.")
         try:
             raw = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
-            raise ConversionError(f"{source}: cannot open ({err}). Check the bucket, the key and the "
-                                  "AWS credentials.") from err
+            raise ConversionError(
+                f"{source}: cannot open ({err}). Check the bucket, the key and the "
+                "AWS credentials."
+            ) from err
         # A streaming body cannot be peeked at without consuming it: trust the name.
         gzipped = key.endswith(".gz")
     else:
@@ -135,8 +147,10 @@ def iter_lines(source):
             except StopIteration:
                 return
             except errors as err:
-                raise ConversionError(f"{source}: reading failed after line {number} ({err!r}). The file "
-                                      "is truncated or corrupt; download it again.") from err
+                raise ConversionError(
+                    f"{source}: reading failed after line {number} ({err!r}). The file "
+                    "is truncated or corrupt; download it again."
+                ) from err
             number += 1
             yield number, line
     finally:
@@ -147,6 +161,7 @@ def iter_lines(source):
 # ---------------------------------------------------------------------------------------------
 # one NQ example → one SQuAD article
 # ---------------------------------------------------------------------------------------------
+
 
 def _int(value):
     return isinstance(value, int) and not isinstance(value, bool)
@@ -162,20 +177,29 @@ def _span_tokens(record, start, end):
     else:
         text = record.get("document_text")
         if not isinstance(text, str):
-            raise Malformed("neither 'document_tokens' (original NQ) nor 'document_text' (simplified NQ)")
+            raise Malformed(
+                "neither 'document_tokens' (original NQ) nor 'document_text' (simplified NQ)"
+            )
         tokens = None
         words = text.split(" ")
     size = len(tokens if tokens is not None else words)
     if not 0 <= start < end <= size:
-        raise Malformed(f"long answer tokens [{start}, {end}) are not within the document's {size} tokens")
+        raise Malformed(
+            f"long answer tokens [{start}, {end}) are not within the document's {size} tokens"
+        )
     if tokens is None:
         return [(word, bool(HTML_TOKEN.fullmatch(word))) for word in words[start:end]]
     result = []
     for i in range(start, end):
         token = tokens[i]
-        if not isinstance(token, dict) or not isinstance(token.get("token"), str) \
-                or not isinstance(token.get("html_token"), bool):
-            raise Malformed(f"document_tokens[{i}] lacks a string 'token' and a boolean 'html_token'")
+        if (
+            not isinstance(token, dict)
+            or not isinstance(token.get("token"), str)
+            or not isinstance(token.get("html_token"), bool)
+        ):
+            raise Malformed(
+                f"document_tokens[{i}] lacks a string 'token' and a boolean 'html_token'"
+            )
         result.append((token["token"], token["html_token"]))
     return result
 
@@ -206,17 +230,33 @@ def _annotation(record):
         raise Malformed("no 'annotations' list with an annotation in it")
     first = annotations[0]
     long_answer = first.get("long_answer")
-    if not isinstance(long_answer, dict) or not _int(long_answer.get("start_token")) \
-            or not _int(long_answer.get("end_token")):
-        raise Malformed("annotation has no 'long_answer' with integer 'start_token' and 'end_token'")
+    if (
+        not isinstance(long_answer, dict)
+        or not _int(long_answer.get("start_token"))
+        or not _int(long_answer.get("end_token"))
+    ):
+        raise Malformed(
+            "annotation has no 'long_answer' with integer 'start_token' and 'end_token'"
+        )
     shorts = first.get("short_answers")
-    if not isinstance(shorts, list) or not all(isinstance(s, dict) and _int(s.get("start_token"))
-                                               and _int(s.get("end_token")) for s in shorts):
-        raise Malformed("annotation has no 'short_answers' list of integer 'start_token'/'end_token' spans")
+    if not isinstance(shorts, list) or not all(
+        isinstance(s, dict) and _int(s.get("start_token")) and _int(s.get("end_token"))
+        for s in shorts
+    ):
+        raise Malformed(
+            "annotation has no 'short_answers' list of integer 'start_token'/'end_token' spans"
+        )
     yes_no = first.get("yes_no_answer")
     if yes_no not in ("NONE", "YES", "NO"):
         raise Malformed(f"'yes_no_answer' is {yes_no!r}, not NONE, YES or NO")
-    return (str(example_id), question, long_answer["start_token"], long_answer["end_token"], shorts, yes_no)
+    return (
+        str(example_id),
+        question,
+        long_answer["start_token"],
+        long_answer["end_token"],
+        shorts,
+        yes_no,
+    )
 
 
 def convert_record(record, skip_yes_no=False):
@@ -226,9 +266,15 @@ def convert_record(record, skip_yes_no=False):
     example_id, question, long_start, long_end, shorts, yes_no = _annotation(record)
     if long_start == -1:
         return "skipped_no_long_answer", None
-    tokens = _span_tokens(record, long_start, long_end)  # tokens[i - long_start] is document token i
+    tokens = _span_tokens(
+        record, long_start, long_end
+    )  # tokens[i - long_start] is document token i
 
-    words, spans, position = [], {}, 0  # spans: document token index -> (start, end) character offsets
+    words, spans, position = (
+        [],
+        {},
+        0,
+    )  # spans: document token index -> (start, end) character offsets
     for i in range(long_start, long_end):
         text, is_html = tokens[i - long_start]
         text = text.strip()  # a stray space in a token would otherwise end up in an answer's edge
@@ -242,7 +288,12 @@ def convert_record(record, skip_yes_no=False):
         return "skipped_no_long_answer", None  # a long answer of markup only: still nothing to read
 
     def article(answers):
-        qa = {"id": example_id, "question": question, "answers": answers, "is_impossible": not answers}
+        qa = {
+            "id": example_id,
+            "question": question,
+            "answers": answers,
+            "is_impossible": not answers,
+        }
         return {"title": _title(record), "paragraphs": [{"context": context, "qas": [qa]}]}
 
     if yes_no != "NONE":
@@ -260,13 +311,18 @@ def convert_record(record, skip_yes_no=False):
     answer = " ".join(tokens[i - long_start][0].strip() for i in kept)
     answer_start = spans[kept[0]][0]
     # The span's kept tokens are consecutive words of the context, so its text is a slice of it.
-    assert context[answer_start:answer_start + len(answer)] == answer, (example_id, answer_start, answer)
+    assert context[answer_start : answer_start + len(answer)] == answer, (
+        example_id,
+        answer_start,
+        answer,
+    )
     return "kept_answerable", article([{"text": answer, "answer_start": answer_start}])
 
 
 # ---------------------------------------------------------------------------------------------
 # inputs → SQuAD 2.0 file
 # ---------------------------------------------------------------------------------------------
+
 
 def _lines_of_all(sources):
     """Yield (source, line number, line) over every input in order, closing each when done."""
@@ -283,12 +339,17 @@ def convert_files(sources, out_path, skip_yes_no=False, max_examples=None, stric
     # A mistyped local path should fail now, not after an hour spent on the inputs before it.
     missing = [s for s in sources if not s.startswith("s3://") and not os.path.isfile(s)]
     if missing:
-        raise ConversionError(f"{', '.join(missing)}: no such file. Pass local paths or s3://bucket/key.")
+        raise ConversionError(
+            f"{', '.join(missing)}: no such file. Pass local paths or s3://bucket/key."
+        )
     counts = dict.fromkeys(COUNTS, 0)
     seen = set()
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with files.atomic_file(out_path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as out, contextlib.closing(_lines_of_all(sources)) as lines:
+        with (
+            open(tmp, "w", encoding="utf-8") as out,
+            contextlib.closing(_lines_of_all(sources)) as lines,
+        ):
             out.write('{"version": "v2.0", "data": [')
             written = 0
             for source, number, line in lines:
@@ -308,12 +369,16 @@ def convert_files(sources, out_path, skip_yes_no=False, max_examples=None, stric
                     if article is not None:
                         qid = article["paragraphs"][0]["qas"][0]["id"]
                         if qid in seen:
-                            raise Malformed(f"example_id {qid} was already read (an input given twice?)")
+                            raise Malformed(
+                                f"example_id {qid} was already read (an input given twice?)"
+                            )
                         seen.add(qid)
                 except Malformed as err:
                     if strict:
-                        raise ConversionError(f"{source} line {number}: {err}. Fix or remove the line, or run "
-                                              "without --strict to skip it.") from err
+                        raise ConversionError(
+                            f"{source} line {number}: {err}. Fix or remove the line, or run "
+                            "without --strict to skip it."
+                        ) from err
                     logger.warning("%s line %d: skipping malformed record: %s", source, number, err)
                     counts["skipped_malformed"] += 1
                     continue
@@ -325,26 +390,51 @@ def convert_files(sources, out_path, skip_yes_no=False, max_examples=None, stric
                     written += 1
             out.write("]}\n")
     kept = counts["kept_answerable"] + counts["kept_unanswerable"]
-    logger.info("wrote %s (%d questions: %d answerable, %d unanswerable)", out_path, kept,
-                counts["kept_answerable"], counts["kept_unanswerable"])
+    logger.info(
+        "wrote %s (%d questions: %d answerable, %d unanswerable)",
+        out_path,
+        kept,
+        counts["kept_answerable"],
+        counts["kept_unanswerable"],
+    )
     if not kept:
         logger.warning("%s holds no questions; the trial will refuse it", out_path)
     return counts
 
 
 def main(argv=None):
-    parser = errors.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="NQ .jsonl.gz or .jsonl: a path or s3://bucket/key")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT.json", help="the SQuAD 2.0 file to write")
-    parser.add_argument("--skip-yes-no", action="store_true",
-                        help="skip yes/no questions instead of making them unanswerable")
-    parser.add_argument("--max-examples", type=int, metavar="N", help="stop after reading N NQ examples")
-    parser.add_argument("--strict", action="store_true", help="stop at the first malformed line instead of skipping it")
+    parser = errors.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="NQ .jsonl.gz or .jsonl: a path or s3://bucket/key",
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="OUT.json", help="the SQuAD 2.0 file to write"
+    )
+    parser.add_argument(
+        "--skip-yes-no",
+        action="store_true",
+        help="skip yes/no questions instead of making them unanswerable",
+    )
+    parser.add_argument(
+        "--max-examples", type=int, metavar="N", help="stop after reading N NQ examples"
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first malformed line instead of skipping it",
+    )
     args = parser.parse_args(argv)
     if args.max_examples is not None and args.max_examples < 0:
         parser.error("--max-examples must be 0 or more")
     errors.setup_logging()
-    counts = convert_files(args.inputs, args.output, args.skip_yes_no, args.max_examples, args.strict)
+    counts = convert_files(
+        args.inputs, args.output, args.skip_yes_no, args.max_examples, args.strict
+    )
     print(json.dumps(counts))
 
 

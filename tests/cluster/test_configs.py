@@ -1,5 +1,6 @@
 """Every shipped config loads, is valid for Determined 0.38 (script-style entrypoint, no deprecated
 keys), carries the original example's hyperparameters, and the context directory stays small."""
+
 import glob
 import os
 import pathlib
@@ -8,15 +9,21 @@ import sys
 
 import pytest
 import yaml
+from conftest import ROOT
 
 import errors
 import settings
 import task_image
-from conftest import ROOT
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
-DEPRECATED = {"min_validation_period", "min_checkpoint_period", "records_per_epoch", "optimizations",
-              "batches_per_step", "scheduling_unit"}
+DEPRECATED = {
+    "min_validation_period",
+    "min_checkpoint_period",
+    "records_per_epoch",
+    "optimizations",
+    "batches_per_step",
+    "scheduling_unit",
+}
 
 
 def load(name):
@@ -27,6 +34,7 @@ def load(name):
 def trial_hyperparameters(raw):
     """Plain hyperparameter sets a trial of this config may start with: each search range at both
     ends, each categorical choice."""
+
     def ends(v):
         if not isinstance(v, dict):
             return [v]
@@ -37,14 +45,22 @@ def trial_hyperparameters(raw):
         if v["type"] == "log":
             return [v["base"] ** v["minval"], v["base"] ** v["maxval"]]
         return [v["minval"], v["maxval"]]
-    return [{**{k: ends(v)[0] for k, v in raw.items()}, k: choice} for k in raw for choice in ends(raw[k])]
+
+    return [
+        {**{k: ends(v)[0] for k, v in raw.items()}, k: choice}
+        for k in raw
+        for choice in ends(raw[k])
+    ]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_config_valid_for_determined_038(path):
     with open(path) as f:
         config = yaml.safe_load(f)
-    assert config["entrypoint"] == "python3 -m determined.launch.torch_distributed python3 model_def.py"
+    assert (
+        config["entrypoint"]
+        == "python3 -m determined.launch.torch_distributed python3 model_def.py"
+    )
     assert not DEPRECATED & set(config), DEPRECATED & set(config)
     assert "max_length" not in config["searcher"]
     assert config["searcher"]["metric"] == "f1" and config["searcher"]["smaller_is_better"] is False
@@ -55,20 +71,37 @@ def test_config_valid_for_determined_038(path):
         assert key in config["data"]
 
 
-@pytest.mark.parametrize("name, slots, gbs, agg, optimizer, lr", [
-    ("const.yaml", 1, 2, 24, "adamw", 5e-5),
-    ("distributed_8gpu.yaml", 8, 16, 3, "adamw", 5e-5),
-    ("distributed_64gpu.yaml", 64, 128, 2, "radam", 2e-4),
-])
+@pytest.mark.parametrize(
+    "name, slots, gbs, agg, optimizer, lr",
+    [
+        ("const.yaml", 1, 2, 24, "adamw", 5e-5),
+        ("distributed_8gpu.yaml", 8, 16, 3, "adamw", 5e-5),
+        ("distributed_64gpu.yaml", 64, 128, 2, "radam", 2e-4),
+    ],
+)
 def test_cluster_configs_match_original_example(name, slots, gbs, agg, optimizer, lr):
     config = load(name)
     hp = config["hyperparameters"]
     assert config["resources"]["slots_per_trial"] == slots
-    assert (hp["global_batch_size"], hp["aggregation_frequency"], hp["optimizer"]) == (gbs, agg, optimizer)
+    assert (hp["global_batch_size"], hp["aggregation_frequency"], hp["optimizer"]) == (
+        gbs,
+        agg,
+        optimizer,
+    )
     assert hp["learning_rate"] == pytest.approx(lr)
-    expected = {"pretrained_model_name": "albert-xxlarge-v2", "warmup_fraction": 0.1, "epochs": 2,
-                "max_seq_length": 384, "doc_stride": 128, "max_query_length": 64, "n_best_size": 20,
-                "max_answer_length": 30, "do_lower_case": True, "adam_epsilon": 1e-8, "weight_decay": 0.0}
+    expected = {
+        "pretrained_model_name": "albert-xxlarge-v2",
+        "warmup_fraction": 0.1,
+        "epochs": 2,
+        "max_seq_length": 384,
+        "doc_stride": 128,
+        "max_query_length": 64,
+        "n_best_size": 20,
+        "max_answer_length": 30,
+        "do_lower_case": True,
+        "adam_epsilon": 1e-8,
+        "weight_decay": 0.0,
+    }
     assert {k: hp[k] for k in expected} == expected
     assert config["data"]["use_bind_mount"] and config["data"]["bind_mount_path"] == "/mnt/data"
     assert [m["container_path"] for m in config["bind_mounts"]] == ["/mnt/data"]
@@ -87,22 +120,57 @@ def test_context_directory_small_and_complete():
     from determined.common import context
 
     files = {f.path for f in context.read_v1_context(pathlib.Path(ROOT))}
-    for needed in ("model_def.py", "data.py", "qa_features.py", "qa_pipeline.py", "constants.py", "postprocess.py", "squad_eval.py",
-                   "startup-hook.sh", "requirements.txt", "configs/const.yaml", "training.py", "evaluation.py",
-                   "callbacks.py", "cache.py", "samplers.py", "models.py", "squad_file.py", "files.py", "errors.py",
-                   "settings.py"):
+    for needed in (
+        "model_def.py",
+        "data.py",
+        "qa_features.py",
+        "qa_pipeline.py",
+        "constants.py",
+        "postprocess.py",
+        "squad_eval.py",
+        "startup-hook.sh",
+        "requirements.txt",
+        "configs/const.yaml",
+        "training.py",
+        "evaluation.py",
+        "callbacks.py",
+        "cache.py",
+        "samplers.py",
+        "models.py",
+        "squad_file.py",
+        "files.py",
+        "errors.py",
+        "settings.py",
+    ):
         assert needed in files
     assert not any(f.startswith(("tests", ".venv", "generated", "outputs", ".git/")) for f in files)
 
 
-CLUSTER_CONFIGS = ("const.yaml", "distributed_8gpu.yaml", "distributed_64gpu.yaml", "search_asha.yaml")
+CLUSTER_CONFIGS = (
+    "const.yaml",
+    "distributed_8gpu.yaml",
+    "distributed_64gpu.yaml",
+    "search_asha.yaml",
+)
 # What the cluster configs may set differently: their scale (slots, batch, aggregation, optimizer
 # and its learning rate, the periods that follow from them), the search and their names.
-MAY_DIFFER = {"name", "description", "resources.slots_per_trial", "searcher", "hyperparameters.global_batch_size",
-              "hyperparameters.aggregation_frequency", "hyperparameters.optimizer", "hyperparameters.learning_rate",
-              "hyperparameters.warmup_fraction", "hyperparameters.max_batches", "hyperparameters.epochs",
-              "hyperparameters.zero_optimizer", "hyperparameters.reporting_period_batches",
-              "hyperparameters.validation_period_batches", "hyperparameters.checkpoint_period_batches"}
+MAY_DIFFER = {
+    "name",
+    "description",
+    "resources.slots_per_trial",
+    "searcher",
+    "hyperparameters.global_batch_size",
+    "hyperparameters.aggregation_frequency",
+    "hyperparameters.optimizer",
+    "hyperparameters.learning_rate",
+    "hyperparameters.warmup_fraction",
+    "hyperparameters.max_batches",
+    "hyperparameters.epochs",
+    "hyperparameters.zero_optimizer",
+    "hyperparameters.reporting_period_batches",
+    "hyperparameters.validation_period_batches",
+    "hyperparameters.checkpoint_period_batches",
+}
 
 
 def flat(config, prefix=""):
@@ -110,7 +178,12 @@ def flat(config, prefix=""):
     out = {}
     for key, value in config.items():
         name = prefix + key
-        if isinstance(value, dict) and name in ("hyperparameters", "data", "resources", "environment"):
+        if isinstance(value, dict) and name in (
+            "hyperparameters",
+            "data",
+            "resources",
+            "environment",
+        ):
             out.update(flat(value, name + "."))
         else:
             out[name] = value
@@ -136,7 +209,11 @@ def test_search_config_is_adaptive_asha_matching_the_training_length():
     assert searcher["time_metric"] == "batches" and searcher["max_time"] == hp["max_batches"]
     assert hp["learning_rate"]["type"] == "log" and hp["warmup_fraction"]["type"] == "double"
     assert hp["aggregation_frequency"]["type"] == "categorical"
-    assert {k for k, v in hp.items() if isinstance(v, dict)} == {"learning_rate", "warmup_fraction", "aggregation_frequency"}
+    assert {k for k, v in hp.items() if isinstance(v, dict)} == {
+        "learning_rate",
+        "warmup_fraction",
+        "aggregation_frequency",
+    }
     with pytest.raises(errors.ConfigError, match="search range"):
         settings.resolve(config, "search_asha.yaml")
 
@@ -145,8 +222,14 @@ def test_startup_hook_installs_the_set_that_fits_and_refuses_an_image_with_no_se
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
 
     def hook(**extra):
-        return subprocess.run(["bash", "startup-hook.sh"], cwd=ROOT, env={**env, **extra}, capture_output=True,
-                              text=True, timeout=600)
+        return subprocess.run(
+            ["bash", "startup-hook.sh"],
+            cwd=ROOT,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     import torch
 
@@ -156,25 +239,34 @@ def test_startup_hook_installs_the_set_that_fits_and_refuses_an_image_with_no_se
     assert f"installing {expected} for Python" in ok.stderr
     # An image with PyTorch 2.2: a torch 2.2.2 distribution first on the path. Refused before pip runs.
     (tmp_path / "torch-2.2.2.dist-info").mkdir()
-    (tmp_path / "torch-2.2.2.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.2.2\n")
+    (tmp_path / "torch-2.2.2.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: torch\nVersion: 2.2.2\n"
+    )
     old = hook(PYTHONPATH=str(tmp_path))
     assert old.returncode == 1
     assert "this task image has PyTorch 2.2.2; the trial needs PyTorch 2.3 or newer" in old.stderr
     assert "environment.image" in old.stderr and "installing" not in old.stderr
 
 
-@pytest.mark.parametrize("python, torch_version, expected", [
-    ((3, 9, 18), "2.3.0", None),
-    ((3, 10, 12), None, None),
-    ((3, 10, 12), "2.2.2+cu121", None),
-    ((3, 10, 12), "2.3.0a0+40ec155e58.nv24.03", task_image.OLDEST),  # an NGC build of 2.3
-    ((3, 10, 12), "2.3.1", task_image.OLDEST),
-    ((3, 10, 12), "2.8.0", task_image.OLDEST),  # transformers 5 needs Python 3.11
-    ((3, 11, 7), "2.5.1+cu124", task_image.OLDEST),
-    ((3, 12, 3), "2.6.0a0+ecf3bae40a.nv25.01", task_image.OLDEST),  # transformers 5 refuses pre-release 2.6
-    ((3, 11, 7), "2.6.0", task_image.NEWEST),
-    ((3, 12, 3), "2.13.0+cpu", task_image.NEWEST),
-])
+@pytest.mark.parametrize(
+    "python, torch_version, expected",
+    [
+        ((3, 9, 18), "2.3.0", None),
+        ((3, 10, 12), None, None),
+        ((3, 10, 12), "2.2.2+cu121", None),
+        ((3, 10, 12), "2.3.0a0+40ec155e58.nv24.03", task_image.OLDEST),  # an NGC build of 2.3
+        ((3, 10, 12), "2.3.1", task_image.OLDEST),
+        ((3, 10, 12), "2.8.0", task_image.OLDEST),  # transformers 5 needs Python 3.11
+        ((3, 11, 7), "2.5.1+cu124", task_image.OLDEST),
+        (
+            (3, 12, 3),
+            "2.6.0a0+ecf3bae40a.nv25.01",
+            task_image.OLDEST,
+        ),  # transformers 5 refuses pre-release 2.6
+        ((3, 11, 7), "2.6.0", task_image.NEWEST),
+        ((3, 12, 3), "2.13.0+cpu", task_image.NEWEST),
+    ],
+)
 def test_task_image_picks_the_requirement_set(python, torch_version, expected):
     name, reason = task_image.choose(python, torch_version)
     assert name == expected
@@ -184,7 +276,11 @@ def test_task_image_picks_the_requirement_set(python, torch_version, expected):
 def test_requirement_sets_pin_the_same_packages_exactly_and_fit_their_own_range():
     sets = {}
     for name in (task_image.NEWEST, task_image.OLDEST):
-        lines = [line for line in open(os.path.join(ROOT, name)).read().splitlines() if line and not line.startswith("#")]
+        lines = [
+            line
+            for line in open(os.path.join(ROOT, name)).read().splitlines()
+            if line and not line.startswith("#")
+        ]
         assert all("==" in line for line in lines), name
         sets[name] = dict(line.split("==") for line in lines)
     assert set(sets[task_image.NEWEST]) == set(sets[task_image.OLDEST])
@@ -194,9 +290,22 @@ def test_requirement_sets_pin_the_same_packages_exactly_and_fit_their_own_range(
 
 
 def test_no_file_needs_a_python_newer_than_3_10(tmp_path):
-    vermin = [os.path.join(os.path.dirname(sys.executable), "vermin"), "-t=3.10-", "--no-tips", "--violations"]
-    files = [f for pattern in ("*.py", "tools/*.py", "bench/*.py", "tests/*.py", "tests/*/*.py") for f in glob.glob(os.path.join(ROOT, pattern))]
+    vermin = [
+        os.path.join(os.path.dirname(sys.executable), "vermin"),
+        "-t=3.10-",
+        "--no-tips",
+        "--violations",
+    ]
+    files = [
+        f
+        for pattern in ("*.py", "tools/*.py", "bench/*.py", "tests/*.py", "tests/*/*.py")
+        for f in glob.glob(os.path.join(ROOT, pattern))
+    ]
     proc = subprocess.run(vermin + files, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    (tmp_path / "newer.py").write_text("import tomllib\n")  # the check can fail: tomllib is Python 3.11
-    assert subprocess.run(vermin + [str(tmp_path / "newer.py")], capture_output=True).returncode != 0
+    (tmp_path / "newer.py").write_text(
+        "import tomllib\n"
+    )  # the check can fail: tomllib is Python 3.11
+    assert (
+        subprocess.run(vermin + [str(tmp_path / "newer.py")], capture_output=True).returncode != 0
+    )

@@ -1,5 +1,6 @@
 """Length-bucketed batches: every feature once per epoch, similar lengths together, a new order
 each epoch, the same global batches on any number of ranks."""
+
 import numpy as np
 import pytest
 
@@ -41,10 +42,15 @@ def test_same_global_batches_on_one_and_two_ranks(n):
 
 def test_evaluation_order_sorted_by_length():
     lengths = np.array([5, 3, 9, 1])
-    assert list(iter(samplers.LengthBucketBatchSampler(lengths, 2, shuffle=False))) == [[3, 1], [0, 2]]
+    assert list(iter(samplers.LengthBucketBatchSampler(lengths, 2, shuffle=False))) == [
+        [3, 1],
+        [0, 2],
+    ]
 
 
-@pytest.mark.parametrize("n_questions, replicas, batch_size", [(50, 1, 4), (50, 2, 4), (7, 4, 3), (3, 8, 2), (1, 2, 5)])
+@pytest.mark.parametrize(
+    "n_questions, replicas, batch_size", [(50, 1, 4), (50, 2, 4), (7, 4, 3), (3, 8, 2), (1, 2, 5)]
+)
 def test_validation_batches_keep_each_question_on_one_rank(n_questions, replicas, batch_size):
     rng = np.random.default_rng(n_questions)
     example_index = np.repeat(np.arange(n_questions), rng.integers(1, 4, n_questions))
@@ -58,7 +64,9 @@ def test_validation_batches_keep_each_question_on_one_rank(n_questions, replicas
         assert all(0 < len(b) <= batch_size for b in mine)
         got = np.unique(np.concatenate(mine))
         owned = sampler.owned(rank)
-        assert set(owned) <= set(got) and set(got) - set(owned) <= {int(owned[-1]) if len(owned) else 0}
+        assert set(owned) <= set(got) and set(got) - set(owned) <= {
+            int(owned[-1]) if len(owned) else 0
+        }
         assert all(example_index[f] % replicas == rank for f in owned)
         seen.extend(owned.tolist())
         lengths_in_order = [lengths[f] for b in mine for f in b if f in set(owned)]

@@ -5,6 +5,7 @@ DataError naming the file, the record and the fix (exit 1 and one `error:` line 
 
 Permission cases run the command as user nobody (root bypasses file permissions), so their files
 live in a directory every user can read: pytest's tmp_path is root's alone."""
+
 import errno
 import functools
 import http.server
@@ -21,17 +22,19 @@ import threading
 import time
 
 import filelock
+import make_squad_data
 import numpy as np
 import pytest
-
-import cache
-import errors
-import data
-import make_squad_data
 from conftest import ROOT
 
+import cache
+import data
+import errors
+
 SPEC = data.FeatureSpec(max_seq_length=64, doc_stride=24, max_query_length=16)
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+NOBODY = (
+    ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+)
 
 
 def dataset(split, n=60):
@@ -47,24 +50,34 @@ def question_ids(d):
 # 1. records: each mutation returns (the record the message must name, questions it takes away)
 # ---------------------------------------------------------------------------------------------
 
+
 def q(answerable, change):
     """Change the first answerable (or unanswerable) question; `change(qa, paragraph)`."""
+
     def mutate(d):
-        p, qa = next((p, qa) for a in d["data"] for p in a["paragraphs"] for qa in p["qas"]
-                     if bool(qa["answers"]) == answerable)
+        p, qa = next(
+            (p, qa)
+            for a in d["data"]
+            for p in a["paragraphs"]
+            for qa in p["qas"]
+            if bool(qa["answers"]) == answerable
+        )
         where = f"question {qa['id']!r}"
         change(qa, p)
         return where, 1
+
     return mutate
 
 
 def answer(key, value, i=0):
     """Set (or with value DROP, remove) answers[i][key] of the first answerable question."""
+
     def change(qa, p):
         if value is DROP:
             del qa["answers"][i][key]
         else:
             qa["answers"][i][key] = value(p["context"]) if callable(value) else value
+
     return q(True, change)
 
 
@@ -73,6 +86,7 @@ def article(a, change):
         lost = sum(len(p["qas"]) for p in d["data"][a]["paragraphs"])
         change(d["data"], a)
         return f"article data[{a}]", lost
+
     return mutate
 
 
@@ -81,6 +95,7 @@ def paragraph(p, change):
         lost = len(d["data"][0]["paragraphs"][p]["qas"])
         change(d["data"][0]["paragraphs"], p)
         return f"paragraph data[0].paragraphs[{p}]", lost
+
     return mutate
 
 
@@ -90,14 +105,17 @@ def context(change):
         where = f"question {par['qas'][0]['id']!r}"
         change(par)
         return where, len(par["qas"])
+
     return mutate
 
 
 def qa_slot(change):
     """Break the question object data[0].paragraphs[0].qas[1] itself (no usable id)."""
+
     def mutate(d):
         change(d["data"][0]["paragraphs"][0]["qas"], 1)
         return "question data[0].paragraphs[0].qas[1]", 1
+
     return mutate
 
 
@@ -114,22 +132,60 @@ TEXT = "'text' must be a non-empty string"
 PAST = "runs past the end of the context"
 CASES = [
     # is_impossible is a JSON boolean: bool("false") is True
-    ("impossible-string-false", "train", q(True, lambda qa, p: qa.update(is_impossible="false")), BOOL),
-    ("impossible-string-false-dev", "validation", q(True, lambda qa, p: qa.update(is_impossible="false")), BOOL),
-    ("impossible-string-true", "validation", q(False, lambda qa, p: qa.update(is_impossible="true")), BOOL),
+    (
+        "impossible-string-false",
+        "train",
+        q(True, lambda qa, p: qa.update(is_impossible="false")),
+        BOOL,
+    ),
+    (
+        "impossible-string-false-dev",
+        "validation",
+        q(True, lambda qa, p: qa.update(is_impossible="false")),
+        BOOL,
+    ),
+    (
+        "impossible-string-true",
+        "validation",
+        q(False, lambda qa, p: qa.update(is_impossible="true")),
+        BOOL,
+    ),
     ("impossible-int", "train", q(False, lambda qa, p: qa.update(is_impossible=1)), BOOL),
     ("impossible-null", "validation", q(True, lambda qa, p: qa.update(is_impossible=None)), BOOL),
-    ("impossible-with-answers", "train", q(True, lambda qa, p: qa.update(is_impossible=True)),
-     "'is_impossible' is true but 'answers' is not empty"),
-    ("answerable-without-answers", "validation", q(True, lambda qa, p: qa.update(answers=[])), "without answers"),
+    (
+        "impossible-with-answers",
+        "train",
+        q(True, lambda qa, p: qa.update(is_impossible=True)),
+        "'is_impossible' is true but 'answers' is not empty",
+    ),
+    (
+        "answerable-without-answers",
+        "validation",
+        q(True, lambda qa, p: qa.update(answers=[])),
+        "without answers",
+    ),
     ("answers-missing", "train", q(True, lambda qa, p: qa.pop("answers")), "without answers"),
-    ("answers-object", "train", q(True, lambda qa, p: qa.update(answers=qa["answers"][0])), "'answers' must be a list"),
-    ("answer-not-object", "train", q(True, lambda qa, p: qa.update(answers=["Belton"])),
-     r"answers\[0\] is not an object"),
+    (
+        "answers-object",
+        "train",
+        q(True, lambda qa, p: qa.update(answers=qa["answers"][0])),
+        "'answers' must be a list",
+    ),
+    (
+        "answer-not-object",
+        "train",
+        q(True, lambda qa, p: qa.update(answers=["Belton"])),
+        r"answers\[0\] is not an object",
+    ),
     # answer_start: a non-negative integer inside the context
     ("start-negative", "train", answer("answer_start", -3), START),
     ("start-negative-dev", "validation", answer("answer_start", -1), START),
-    ("start-negative-second-answer-dev", "validation", answer("answer_start", -2, i=1), r"answers\[1\]: " + START),
+    (
+        "start-negative-second-answer-dev",
+        "validation",
+        answer("answer_start", -2, i=1),
+        r"answers\[1\]: " + START,
+    ),
     ("start-true", "train", answer("answer_start", True), START),
     ("start-false-dev", "validation", answer("answer_start", False), START),
     ("start-string", "train", answer("answer_start", "12"), START),
@@ -138,8 +194,17 @@ CASES = [
     ("start-missing-dev", "validation", answer("answer_start", DROP), START),
     ("start-past-end", "train", answer("answer_start", len), PAST),
     ("start-past-end-dev", "validation", answer("answer_start", lambda c: len(c) - 2), PAST),
-    ("start-off-by-one", "train", q(True, lambda qa, p: qa["answers"][0].update(
-        answer_start=qa["answers"][0]["answer_start"] + 1)), "does not point at the answer text"),
+    (
+        "start-off-by-one",
+        "train",
+        q(
+            True,
+            lambda qa, p: qa["answers"][0].update(
+                answer_start=qa["answers"][0]["answer_start"] + 1
+            ),
+        ),
+        "does not point at the answer text",
+    ),
     # answer text: a non-empty string
     ("text-int", "train", answer("text", 5), TEXT),
     ("text-null-dev", "validation", answer("text", None), TEXT),
@@ -149,34 +214,94 @@ CASES = [
     ("text-missing-dev", "validation", answer("text", DROP), TEXT),
     ("text-int-second-answer-dev", "validation", answer("text", 7, i=2), r"answers\[2\]: " + TEXT),
     # questions, ids, contexts
-    ("question-int", "train", q(True, lambda qa, p: qa.update(question=5)), "empty or missing question"),
-    ("question-missing-dev", "validation", q(False, lambda qa, p: qa.pop("question")), "empty or missing question"),
+    (
+        "question-int",
+        "train",
+        q(True, lambda qa, p: qa.update(question=5)),
+        "empty or missing question",
+    ),
+    (
+        "question-missing-dev",
+        "validation",
+        q(False, lambda qa, p: qa.pop("question")),
+        "empty or missing question",
+    ),
     ("id-int", "train", qa_slot(lambda qas, i: qas[i].update(id=7)), "missing question id"),
-    ("question-not-object-dev", "validation", qa_slot(lambda qas, i: qas.__setitem__(i, "Who?")),
-     "expected a question object, found a str"),
+    (
+        "question-not-object-dev",
+        "validation",
+        qa_slot(lambda qas, i: qas.__setitem__(i, "Who?")),
+        "expected a question object, found a str",
+    ),
     ("duplicate-id", "train", duplicate, "duplicate question id"),
     ("context-number", "train", context(lambda p: p.update(context=5)), "empty or missing context"),
-    ("context-key-misspelled-dev", "validation", context(lambda p: p.update(contex=p.pop("context"))),
-     "empty or missing context"),
+    (
+        "context-key-misspelled-dev",
+        "validation",
+        context(lambda p: p.update(contex=p.pop("context"))),
+        "empty or missing context",
+    ),
     # misspelled keys and wrong types must not make questions vanish
-    ("article-key-paragraph", "train", article(0, lambda arts, a: arts[a].update(paragraph=arts[a].pop("paragraphs"))),
-     "expected an object with a 'paragraphs' list, found its keys: 'title', 'paragraph'"),
-    ("article-key-paragraph-dev", "validation", article(2, lambda arts, a: arts[a].update(
-        Paragraphs=arts[a].pop("paragraphs"))), "found its keys: 'title', 'Paragraphs'"),
-    ("article-string-dev", "validation", article(1, lambda arts, a: arts.__setitem__(a, "oops")), "found a str"),
-    ("article-list", "train", article(0, lambda arts, a: arts.__setitem__(a, arts[a]["paragraphs"])), "found a list"),
-    ("article-null", "train", article(1, lambda arts, a: arts.__setitem__(a, None)), "found a NoneType"),
-    ("paragraphs-object-dev", "validation", article(0, lambda arts, a: arts[a].update(
-        paragraphs=arts[a]["paragraphs"][0])), "'paragraphs' list"),
-    ("paragraph-key-qa", "train", paragraph(1, lambda ps, p: ps[p].update(qa=ps[p].pop("qas"))),
-     "expected an object with 'context' and a 'qas' list, found its keys: 'context', 'qa'"),
-    ("paragraph-string-dev", "validation", paragraph(0, lambda ps, p: ps.__setitem__(p, ps[p]["context"])),
-     "found a str"),
-    ("qas-object", "train", paragraph(2, lambda ps, p: ps[p].update(qas=ps[p]["qas"][0])), "'qas' list"),
+    (
+        "article-key-paragraph",
+        "train",
+        article(0, lambda arts, a: arts[a].update(paragraph=arts[a].pop("paragraphs"))),
+        "expected an object with a 'paragraphs' list, found its keys: 'title', 'paragraph'",
+    ),
+    (
+        "article-key-paragraph-dev",
+        "validation",
+        article(2, lambda arts, a: arts[a].update(Paragraphs=arts[a].pop("paragraphs"))),
+        "found its keys: 'title', 'Paragraphs'",
+    ),
+    (
+        "article-string-dev",
+        "validation",
+        article(1, lambda arts, a: arts.__setitem__(a, "oops")),
+        "found a str",
+    ),
+    (
+        "article-list",
+        "train",
+        article(0, lambda arts, a: arts.__setitem__(a, arts[a]["paragraphs"])),
+        "found a list",
+    ),
+    (
+        "article-null",
+        "train",
+        article(1, lambda arts, a: arts.__setitem__(a, None)),
+        "found a NoneType",
+    ),
+    (
+        "paragraphs-object-dev",
+        "validation",
+        article(0, lambda arts, a: arts[a].update(paragraphs=arts[a]["paragraphs"][0])),
+        "'paragraphs' list",
+    ),
+    (
+        "paragraph-key-qa",
+        "train",
+        paragraph(1, lambda ps, p: ps[p].update(qa=ps[p].pop("qas"))),
+        "expected an object with 'context' and a 'qas' list, found its keys: 'context', 'qa'",
+    ),
+    (
+        "paragraph-string-dev",
+        "validation",
+        paragraph(0, lambda ps, p: ps.__setitem__(p, ps[p]["context"])),
+        "found a str",
+    ),
+    (
+        "qas-object",
+        "train",
+        paragraph(2, lambda ps, p: ps[p].update(qas=ps[p]["qas"][0])),
+        "'qas' list",
+    ),
 ]
 
 
-@pytest.mark.parametrize("split, mutate, message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    "split, mutate, message", [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_bad_record_is_named_or_skipped_and_counted(tmp_path, caplog, split, mutate, message):
     d = dataset(split)
     total = len(question_ids(d))
@@ -202,8 +327,13 @@ def test_strict_records_keep_what_is_valid(tmp_path):
     off inside the context (annotators' offsets are not labels), SQuAD 1.1 without is_impossible."""
     d = dataset("validation")
     p0 = d["data"][0]["paragraphs"][0]
-    p0["qas"].append({"id": "at-zero", "question": "What starts it?", "answers": [
-        {"text": p0["context"][:4], "answer_start": 0}]})  # no is_impossible: SQuAD 1.1
+    p0["qas"].append(
+        {
+            "id": "at-zero",
+            "question": "What starts it?",
+            "answers": [{"text": p0["context"][:4], "answer_start": 0}],
+        }
+    )  # no is_impossible: SQuAD 1.1
     qas = [qa for a in d["data"] for p in a["paragraphs"] for qa in p["qas"]]
     next(qa for qa in qas if qa["answers"])["answers"][1]["answer_start"] += 1
     path = tmp_path / "dev.json"
@@ -211,16 +341,21 @@ def test_strict_records_keep_what_is_valid(tmp_path):
     ex = data.read_squad(str(path), "validation")
     assert ex.skipped == 0 and ex.ids == [qa["id"] for qa in qas]
     assert ex.is_impossible == [not qa["answers"] for qa in qas]
-    assert ex.answer_start[ex.ids.index("at-zero")] == 0 and all(type(s) is int for s in ex.answer_start)
+    assert ex.answer_start[ex.ids.index("at-zero")] == 0 and all(
+        type(s) is int for s in ex.answer_start
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # 2. unreadable input files
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("call", ["fetch", "read_squad"])
-@pytest.mark.parametrize("kind, message", [("directory", "is a directory, not a SQuAD JSON file"),
-                                           ("missing", "no such file")])
+@pytest.mark.parametrize(
+    "kind, message",
+    [("directory", "is a directory, not a SQuAD JSON file"), ("missing", "no such file")],
+)
 def test_unreadable_input_file(tmp_path, call, kind, message):
     path = tmp_path / "train.json"
     if kind == "directory":
@@ -256,8 +391,14 @@ def work(shared):
 
 
 def env(shared, work):
-    return {**os.environ, "HOME": os.path.join(shared, "home"), "TMPDIR": os.path.join(work, "tmp"),
-            "HF_HUB_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
+    return {
+        **os.environ,
+        "HOME": os.path.join(shared, "home"),
+        "TMPDIR": os.path.join(work, "tmp"),
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 READER = """
@@ -271,7 +412,9 @@ except errors.DataError as err:
 """
 
 
-@pytest.mark.parametrize("call, args", [("cache.fetch", ("CACHE",)), ("data.read_squad", ("train",))])
+@pytest.mark.parametrize(
+    "call, args", [("cache.fetch", ("CACHE",)), ("data.read_squad", ("train",))]
+)
 @pytest.mark.parametrize("how", ["file-mode-000", "directory-not-searchable"])
 def test_permission_denied_input_file_as_nobody(shared, work, call, args, how):
     folder = os.path.join(work, "in")
@@ -281,8 +424,13 @@ def test_permission_denied_input_file_as_nobody(shared, work, call, args, how):
         json.dump(dataset("train"), f)
     os.chmod(path if how == "file-mode-000" else folder, 0)
     args = tuple(os.path.join(work, "cache") if a == "CACHE" else a for a in args)
-    proc = subprocess.run([*NOBODY, sys.executable, "-c", READER.format(root=ROOT, call=call, path=path, args=args)],
-                          capture_output=True, text=True, timeout=120, env=env(shared, work))
+    proc = subprocess.run(
+        [*NOBODY, sys.executable, "-c", READER.format(root=ROOT, call=call, path=path, args=args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env(shared, work),
+    )
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stdout.startswith(f"DataError: {path}: permission denied"), proc.stdout
     assert "chmod a+r" in proc.stdout
@@ -292,11 +440,24 @@ def test_permission_denied_input_file_as_nobody(shared, work, call, args, how):
 # the real command: data.py prepare --config CONFIG
 # ---------------------------------------------------------------------------------------------
 
+
 def write_config(shared, work, train, dev, cache):
-    config = {"data": {"train_file": train, "validation_file": dev, "use_bind_mount": False, "cache_dir": cache},
-              "hyperparameters": {"pretrained_model_name": os.path.join(shared, "model"), "global_batch_size": 8,
-                                  "max_seq_length": 64, "doc_stride": 24, "max_query_length": 16},
-              "resources": {"slots_per_trial": 1}}
+    config = {
+        "data": {
+            "train_file": train,
+            "validation_file": dev,
+            "use_bind_mount": False,
+            "cache_dir": cache,
+        },
+        "hyperparameters": {
+            "pretrained_model_name": os.path.join(shared, "model"),
+            "global_batch_size": 8,
+            "max_seq_length": 64,
+            "doc_stride": 24,
+            "max_query_length": 16,
+        },
+        "resources": {"slots_per_trial": 1},
+    }
     path = os.path.join(work, "config.yaml")
     with open(path, "w") as f:
         json.dump(config, f)  # JSON is YAML
@@ -304,12 +465,25 @@ def write_config(shared, work, train, dev, cache):
 
 
 def prepare(shared, work, config, as_nobody=False, **popen):
-    cmd = [*(NOBODY if as_nobody else []), sys.executable, os.path.join(ROOT, "data.py"), "prepare", "--config", config]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env(shared, work), **popen)
+    cmd = [
+        *(NOBODY if as_nobody else []),
+        sys.executable,
+        os.path.join(ROOT, "data.py"),
+        "prepare",
+        "--config",
+        config,
+    ]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env(shared, work), **popen
+    )
 
 
 def listing(cache):
-    return {os.path.relpath(os.path.join(d, n), cache) for d, dirs, files in os.walk(cache) for n in dirs + files}
+    return {
+        os.path.relpath(os.path.join(d, n), cache)
+        for d, dirs, files in os.walk(cache)
+        for n in dirs + files
+    }
 
 
 def assert_nothing_half_written(cache, before, failed_split):
@@ -319,7 +493,10 @@ def assert_nothing_half_written(cache, before, failed_split):
         if path in ("features", "downloads") or path.endswith(".lock"):
             continue
         if parts[0] == "features" and not parts[1].startswith("."):
-            assert cache.load_entry(os.path.join(cache, "features", parts[1])).manifest["split"] != failed_split
+            assert (
+                cache.load_entry(os.path.join(cache, "features", parts[1])).manifest["split"]
+                != failed_split
+            )
             continue
         raise AssertionError(f"left behind in the cache: {path}")
 
@@ -344,8 +521,16 @@ def squad_pair(work):
     return paths
 
 
-CLI_RECORD_CASES = ["impossible-string-false", "start-negative-dev", "start-true", "text-int-second-answer-dev",
-                    "start-past-end-dev", "article-key-paragraph", "paragraph-key-qa", "article-string-dev"]
+CLI_RECORD_CASES = [
+    "impossible-string-false",
+    "start-negative-dev",
+    "start-true",
+    "text-int-second-answer-dev",
+    "start-past-end-dev",
+    "article-key-paragraph",
+    "paragraph-key-qa",
+    "article-string-dev",
+]
 
 
 @pytest.mark.parametrize("case", CLI_RECORD_CASES)
@@ -366,7 +551,9 @@ def test_prepare_names_bad_record_and_leaves_nothing(shared, work, case):
     assert os.listdir(os.path.join(work, "tmp")) == []
 
 
-@pytest.mark.parametrize("how", ["train-is-directory", "dev-mode-000", "train-directory-not-searchable"])
+@pytest.mark.parametrize(
+    "how", ["train-is-directory", "dev-mode-000", "train-directory-not-searchable"]
+)
 def test_prepare_unreadable_input_file_as_nobody(shared, work, how):
     train, dev = squad_pair(work)
     cache = os.path.join(work, "cache")
@@ -395,13 +582,21 @@ def test_prepare_unreadable_input_file_as_nobody(shared, work, how):
 # 3. a read-only cache
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def served(shared):
     """An http server on loopback for the remote-file cases, serving files from shared/site."""
     site = os.path.join(shared, "site")
     os.makedirs(site, exist_ok=True)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
-        type("Quiet", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *a: None}), directory=site))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0),
+        functools.partial(
+            type(
+                "Quiet", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *a: None}
+            ),
+            directory=site,
+        ),
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield site, f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
@@ -419,9 +614,15 @@ def built(shared, served):
     train, dev = squad_pair(work)
     shutil.copy(train, os.path.join(site, "train.json"))
     os.chmod(os.path.join(site, "train.json"), 0o644)
-    proc = prepare(shared, work, write_config(shared, work, f"{url}/train.json", dev, os.path.join(work, "cache")))
+    proc = prepare(
+        shared,
+        work,
+        write_config(shared, work, f"{url}/train.json", dev, os.path.join(work, "cache")),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert {r["status"] for r in json.loads(proc.stdout.strip().splitlines()[-1]).values()} == {"built"}
+    assert {r["status"] for r in json.loads(proc.stdout.strip().splitlines()[-1]).values()} == {
+        "built"
+    }
     return work
 
 
@@ -441,7 +642,10 @@ def ro_copy(built, work):
 def entry_of(cache, split):
     for name in os.listdir(os.path.join(cache, "features")):
         path = os.path.join(cache, "features", name)
-        if os.path.isdir(path) and json.load(open(os.path.join(path, "manifest.json")))["split"] == split:
+        if (
+            os.path.isdir(path)
+            and json.load(open(os.path.join(path, "manifest.json")))["split"] == split
+        ):
             return path
     raise AssertionError(f"no {split} entry")
 
@@ -461,15 +665,27 @@ def test_read_only_complete_cache_loads_as_nobody(shared, work, ro_copy):
     assert listing(cache) == before
 
 
-@pytest.mark.parametrize("how", ["cache-dir-empty", "features-dir-empty", "entry-corrupt", "entry-not-readable",
-                                 "download-missing"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "cache-dir-empty",
+        "features-dir-empty",
+        "entry-corrupt",
+        "entry-not-readable",
+        "download-missing",
+    ],
+)
 def test_read_only_cache_that_cannot_serve_is_a_clear_error(shared, work, ro_copy, how):
     cache, config = ro_copy
     fragments = ["data.py prepare", "writable"]
     if how == "cache-dir-empty":
         shutil.rmtree(cache)
         os.mkdir(cache)
-        fragments = [os.path.join(cache, "downloads"), "cannot create the cache directory", "data.py prepare"]
+        fragments = [
+            os.path.join(cache, "downloads"),
+            "cannot create the cache directory",
+            "data.py prepare",
+        ]
     elif how == "features-dir-empty":
         shutil.rmtree(os.path.join(cache, "features"))
         os.mkdir(os.path.join(cache, "features"))
@@ -500,29 +716,42 @@ def test_read_only_cache_that_cannot_serve_is_a_clear_error(shared, work, ro_cop
 def lock_fails(monkeypatch):
     """Make every lock file impossible to open, with the given errno (a read-only filesystem, or
     a directory this user may not write)."""
+
     def set_errno(code):
         def acquire(self, *args, **kwargs):
             raise OSError(code, os.strerror(code), str(self.lock_file))
+
         monkeypatch.setattr(filelock.FileLock, "acquire", acquire)
+
     return set_errno
 
 
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES, errno.EPERM])
-def test_lock_that_cannot_be_opened_loads_complete_entry(squad_files, tokenizer, tmp_path, lock_fails, caplog, code):
-    built, status = data.load_or_build_features(squad_files[1], tokenizer, SPEC, "validation", str(tmp_path))
+def test_lock_that_cannot_be_opened_loads_complete_entry(
+    squad_files, tokenizer, tmp_path, lock_fails, caplog, code
+):
+    built, status = data.load_or_build_features(
+        squad_files[1], tokenizer, SPEC, "validation", str(tmp_path)
+    )
     assert status == "built"
     before = listing(str(tmp_path))
     lock_fails(code)
     with caplog.at_level(logging.WARNING, logger="cache"):
-        loaded, status = data.load_or_build_features(squad_files[1], tokenizer, SPEC, "validation", str(tmp_path))
+        loaded, status = data.load_or_build_features(
+            squad_files[1], tokenizer, SPEC, "validation", str(tmp_path)
+        )
     assert status == "loaded" and "without the lock" in caplog.text
     np.testing.assert_array_equal(loaded.arrays["input_ids"], built.arrays["input_ids"])
-    with pytest.raises(errors.DataError, match="is missing.*read-only or not writable.*data.py prepare"):
+    with pytest.raises(
+        errors.DataError, match="is missing.*read-only or not writable.*data.py prepare"
+    ):
         data.load_or_build_features(squad_files[0], tokenizer, SPEC, "train", str(tmp_path))
     assert listing(str(tmp_path)) == before
 
 
-def test_lock_error_other_than_read_only_is_not_hidden(squad_files, tokenizer, tmp_path, lock_fails):
+def test_lock_error_other_than_read_only_is_not_hidden(
+    squad_files, tokenizer, tmp_path, lock_fails
+):
     lock_fails(errno.EIO)
     with pytest.raises(OSError) as err:
         data.load_or_build_features(squad_files[1], tokenizer, SPEC, "validation", str(tmp_path))
@@ -537,7 +766,9 @@ def test_read_only_download_cache_serves_verified_copy(tmp_path, served, lock_fa
     first = cache.fetch(f"{url}/dev-ro.json", cache)
     lock_fails(errno.EROFS)
     assert cache.fetch(f"{url}/dev-ro.json", cache) == first
-    with pytest.raises(errors.DataError, match="no verified copy in .*read-only or not writable.*data.py prepare"):
+    with pytest.raises(
+        errors.DataError, match="no verified copy in .*read-only or not writable.*data.py prepare"
+    ):
         cache.fetch(f"{url}/never-downloaded.json", cache)
     with open(first, "ab") as f:
         f.write(b" ")
@@ -583,8 +814,13 @@ def test_killed_builder_leaves_debris_only_in_the_cache_and_workers_quiet(shared
     temporary files are in the cache, where the next build removes them (none in TMPDIR)."""
     cache = os.path.join(work, "cache")
     code = LOADER.format(root=ROOT, model=os.path.join(shared, "model"), source=big, cache=cache)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env(shared, work))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(shared, work),
+    )
     wait_for(proc, "featurized 1000/60000")
     proc.send_signal(signal.SIGKILL)
     _, rest = proc.communicate(timeout=120)  # EOF once every worker has gone
@@ -592,8 +828,13 @@ def test_killed_builder_leaves_debris_only_in_the_cache_and_workers_quiet(shared
     assert os.listdir(os.path.join(work, "tmp")) == []
     features = os.path.join(cache, "features")
     assert [d for d in os.listdir(features) if d.startswith(".partial-")]
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env=env(shared, work))
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env(shared, work),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["status"] == "built"
     assert not [d for d in os.listdir(features) if d.startswith(".partial-")]
@@ -621,9 +862,23 @@ def test_interrupted_prepare_is_quiet_and_leaves_nothing(shared, work, big):
     _, dev = squad_pair(work)
     cache = os.path.join(work, "cache")
     config = write_config(shared, work, big, dev, cache)
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "data.py"), "prepare", "--config", config,
-                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env=env(shared, work), start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(ROOT, "data.py"),
+            "prepare",
+            "--config",
+            config,
+            "--workers",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env(shared, work),
+        start_new_session=True,
+    )
     try:
         wait_for(proc, "featurized 1000/60000")
         workers = children(proc.pid)
@@ -643,7 +898,9 @@ def test_interrupted_prepare_is_quiet_and_leaves_nothing(shared, work, big):
     assert os.listdir(os.path.join(work, "tmp")) == []
 
 
-def test_failing_worker_stops_the_pool_quietly_and_leaves_nothing(squad_files, tokenizer, tmp_path, monkeypatch, capfd):
+def test_failing_worker_stops_the_pool_quietly_and_leaves_nothing(
+    squad_files, tokenizer, tmp_path, monkeypatch, capfd
+):
     examples = data.read_squad(squad_files[0], "train")
     real = data.featurize_batch
 
@@ -654,7 +911,15 @@ def test_failing_worker_stops_the_pool_quietly_and_leaves_nothing(squad_files, t
 
     monkeypatch.setattr(data, "featurize_batch", featurize_batch)  # forked workers inherit it
     with pytest.raises(RuntimeError, match="chunk .* failed"):
-        data.featurize(examples, tokenizer, SPEC, training=True, workers=2, batch_size=100, tmp_dir=str(tmp_path))
+        data.featurize(
+            examples,
+            tokenizer,
+            SPEC,
+            training=True,
+            workers=2,
+            batch_size=100,
+            tmp_dir=str(tmp_path),
+        )
     assert os.listdir(tmp_path) == []
     assert "Traceback" not in capfd.readouterr().err
 
@@ -663,8 +928,12 @@ def test_featurize_writes_its_chunks_under_tmp_dir(squad_files, tokenizer, tmp_p
     examples = data.read_squad(squad_files[1], "validation")
     seen = []
     real = data.featurize_batch
-    monkeypatch.setattr(data, "featurize_batch", lambda *a: seen.append(data._WORK["dir"]) or real(*a))
-    arrays = data.featurize(examples, tokenizer, SPEC, training=False, batch_size=50, tmp_dir=str(tmp_path))
+    monkeypatch.setattr(
+        data, "featurize_batch", lambda *a: seen.append(data._WORK["dir"]) or real(*a)
+    )
+    arrays = data.featurize(
+        examples, tokenizer, SPEC, training=False, batch_size=50, tmp_dir=str(tmp_path)
+    )
     assert len(arrays["input_ids"]) > len(examples)
     assert seen and all(os.path.dirname(d) == str(tmp_path) for d in seen)
     assert os.listdir(tmp_path) == []

@@ -1,5 +1,6 @@
 """Checkpoint → Hugging Face directory → pipeline / predict.py, and evaluation-only runs that
 reproduce the trial's own validation metrics."""
+
 import json
 import os
 import shutil
@@ -7,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 from trial_runs import checkpoints, run, write_config
 
@@ -15,14 +15,21 @@ from trial_runs import checkpoints, run, write_config
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, squad_files, tiny_model):
     tmp = tmp_path_factory.mktemp("trained")
-    metrics, _ = run(["--config", write_config(tmp, squad_files, tiny_model, max_batches=30, learning_rate=2e-3)],
-                     tmp / "out")
+    metrics, _ = run(
+        [
+            "--config",
+            write_config(tmp, squad_files, tiny_model, max_batches=30, learning_rate=2e-3),
+        ],
+        tmp / "out",
+    )
     (checkpoint,) = checkpoints(tmp / "out")[30]
     return metrics, checkpoint, tmp
 
 
 def cli(*args):
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -43,14 +50,20 @@ def pipeline_answers(model_dir, workdir):
     """PIPELINE_SCRIPT's answers to QUESTION, from an application outside this project (another
     directory, its own modules cache, offline)."""
     env = {**os.environ, "HF_MODULES_CACHE": str(workdir / "modules"), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-c", PIPELINE_SCRIPT, model_dir, *QUESTION], capture_output=True,
-                          text=True, timeout=300, cwd=workdir, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", PIPELINE_SCRIPT, model_dir, *QUESTION],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=workdir,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     # transformers 4 has a "question-answering" task of its own: the directory's must replace it.
     assert got["class"] == "SquadQAPipeline"
     span = got["span"]
-    assert span["answer"] and QUESTION[1][span["start"]:span["end"]] == span["answer"]
+    assert span["answer"] and QUESTION[1][span["start"] : span["end"]] == span["answer"]
     return got
 
 
@@ -77,15 +90,23 @@ def assert_loader_matches_export(checkpoint, workdir):
     copy = shutil.copytree(checkpoint, workdir / "checkpoint")
     gone = workdir / "gone"  # where the data, cache and model now "are": nothing may appear there
     load_data = json.loads((copy / "load_data.json").read_text())
-    load_data["experiment_config"]["data"].update(train_file=str(gone / "train.json"),
-                                                  validation_file=str(gone / "dev.json"), cache_dir=str(gone / "cache"))
+    load_data["experiment_config"]["data"].update(
+        train_file=str(gone / "train.json"),
+        validation_file=str(gone / "dev.json"),
+        cache_dir=str(gone / "cache"),
+    )
     load_data["hparams"]["pretrained_model_name"] = str(gone / "model")
     (copy / "load_data.json").write_text(json.dumps(load_data))
     exported = workdir / "exported"
     cli(os.path.join(ROOT, "export.py"), checkpoint, str(exported))
-    proc = subprocess.run([sys.executable, "-c", LOADER_SCRIPT, str(copy), str(exported), *QUESTION],
-                          capture_output=True, text=True, timeout=300, cwd=workdir,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", LOADER_SCRIPT, str(copy), str(exported), *QUESTION],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=workdir,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["class"] == "model_def:SquadTrial" and got["diff"] < 1e-5, got
@@ -101,19 +122,47 @@ def test_export_loads_in_the_question_answering_pipeline(trained, tmp_path):
     out = tmp / "exported"
     assert cli(os.path.join(ROOT, "export.py"), checkpoint, str(out))["exported"] == str(out)
     assert (out / "model.safetensors").is_file() and (out / "qa_pipeline.py").is_file()
-    results = {name: pipeline_answers(model_dir, tmp_path)
-               for name, model_dir in (("export", str(out)), ("checkpoint", os.path.join(checkpoint, "hf")))}
+    results = {
+        name: pipeline_answers(model_dir, tmp_path)
+        for name, model_dir in (
+            ("export", str(out)),
+            ("checkpoint", os.path.join(checkpoint, "hf")),
+        )
+    }
     # export_hf_model (on in the local configs) puts the same loadable copy in every checkpoint.
     assert results["export"] == results["checkpoint"]
     got = results["export"]
-    for key, threshold in (("one", []), ("span", ["--threshold", "1e9"])):  # the model's threshold; one forcing a span
-        expected = cli(os.path.join(ROOT, "predict.py"), str(out), "--question", QUESTION[0], "--context", QUESTION[1],
-                       *threshold)
+    for key, threshold in (
+        ("one", []),
+        ("span", ["--threshold", "1e9"]),
+    ):  # the model's threshold; one forcing a span
+        expected = cli(
+            os.path.join(ROOT, "predict.py"),
+            str(out),
+            "--question",
+            QUESTION[0],
+            "--context",
+            QUESTION[1],
+            *threshold,
+        )
         assert got[key]["answer"] == expected["answer"]
     assert got["listed"] == [got["one"], got["one"]]
-    assert len(got["top3"]) == 3 and got["top3"][0]["score"] >= got["top3"][1]["score"] >= got["top3"][2]["score"]
-    assert got["no_answer"] == {"answer": "", "score": got["no_answer"]["score"], "start": 0, "end": 0}
-    assert AutoModelForQuestionAnswering.from_pretrained(str(out)).config.squad_settings["max_seq_length"] == 128
+    assert (
+        len(got["top3"]) == 3
+        and got["top3"][0]["score"] >= got["top3"][1]["score"] >= got["top3"][2]["score"]
+    )
+    assert got["no_answer"] == {
+        "answer": "",
+        "score": got["no_answer"]["score"],
+        "start": 0,
+        "end": 0,
+    }
+    assert (
+        AutoModelForQuestionAnswering.from_pretrained(str(out)).config.squad_settings[
+            "max_seq_length"
+        ]
+        == 128
+    )
 
 
 def test_predict_from_checkpoint_or_export_agree(trained):
@@ -124,8 +173,13 @@ def test_predict_from_checkpoint_or_export_agree(trained):
     a = cli(os.path.join(ROOT, "predict.py"), checkpoint, *question)
     b = cli(os.path.join(ROOT, "predict.py"), str(exported), *question)
     assert a == b
-    assert set(a) >= {"answer", "no_answer", "score", "null_score_diff", "nbest"} and len(a["nbest"]) == 3
-    assert a["no_answer"] == (a["answer"] == "") and a["no_answer"] == (a["null_score_diff"] > a["threshold"])
+    assert (
+        set(a) >= {"answer", "no_answer", "score", "null_score_diff", "nbest"}
+        and len(a["nbest"]) == 3
+    )
+    assert a["no_answer"] == (a["answer"] == "") and a["no_answer"] == (
+        a["null_score_diff"] > a["threshold"]
+    )
 
 
 def test_evaluation_only_run_reproduces_trial_metrics(trained, squad_files):
@@ -133,17 +187,29 @@ def test_evaluation_only_run_reproduces_trial_metrics(trained, squad_files):
     by default it uses the threshold tuned on that validation, which scores its best_f1."""
     metrics, checkpoint, tmp = trained
     out = tmp / "eval"
-    again = cli(os.path.join(ROOT, "predict.py"), checkpoint, "--file", squad_files[1], "--out", str(out),
-                "--threshold", "0")
+    again = cli(
+        os.path.join(ROOT, "predict.py"),
+        checkpoint,
+        "--file",
+        squad_files[1],
+        "--out",
+        str(out),
+        "--threshold",
+        "0",
+    )
     for name in ("predictions.json", "nbest_predictions.json", "null_odds.json", "metrics.json"):
         assert (out / name).is_file()
     assert json.loads((out / "metrics.json").read_text()) == again
     for key in ("exact", "f1", "HasAns_f1", "NoAns_f1", "total"):
         assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
-    trial_predictions = json.loads(open(os.path.join(checkpoint, "predictions", "predictions.json")).read())
+    trial_predictions = json.loads(
+        open(os.path.join(checkpoint, "predictions", "predictions.json")).read()
+    )
     assert json.loads((out / "predictions.json").read_text()) == trial_predictions
     tuned = cli(os.path.join(ROOT, "predict.py"), checkpoint, "--file", squad_files[1])
-    assert tuned["f1"] == pytest.approx(metrics["best_f1"], abs=1e-6) and tuned["f1"] >= metrics["f1"]
+    assert (
+        tuned["f1"] == pytest.approx(metrics["best_f1"], abs=1e-6) and tuned["f1"] >= metrics["f1"]
+    )
 
 
 def test_exported_models_carry_the_threshold_tuned_on_validation(trained, tmp_path):
@@ -154,11 +220,21 @@ def test_exported_models_carry_the_threshold_tuned_on_validation(trained, tmp_pa
 
     carried = AutoConfig.from_pretrained(os.path.join(checkpoint, "hf")).squad_settings
     assert carried["null_score_diff_threshold"] == pytest.approx(metrics["best_f1_thresh"])
-    assert carried["null_score_diff_threshold_source"].startswith("tuned on the validation after batch 30")
-    for choice, value, source in ((None, metrics["best_f1_thresh"], "tuned"), ("config", 0.0, "the config's"),
-                                  ("-1.5", -1.5, "given when exported")):
+    assert carried["null_score_diff_threshold_source"].startswith(
+        "tuned on the validation after batch 30"
+    )
+    for choice, value, source in (
+        (None, metrics["best_f1_thresh"], "tuned"),
+        ("config", 0.0, "the config's"),
+        ("-1.5", -1.5, "given when exported"),
+    ):
         out = tmp_path / f"export-{choice}"
-        report = cli(os.path.join(ROOT, "export.py"), checkpoint, str(out), *(["--threshold", choice] if choice else []))
+        report = cli(
+            os.path.join(ROOT, "export.py"),
+            checkpoint,
+            str(out),
+            *(["--threshold", choice] if choice else []),
+        )
         assert report["null_score_diff_threshold"] == pytest.approx(value)
         assert report["null_score_diff_threshold_source"].startswith(source)
         written = json.loads((out / "config.json").read_text())["squad_settings"]
@@ -171,10 +247,14 @@ def test_determined_loader_rebuilds_the_trial_offline(trained, tmp_path):
 
 def fail(*args, cwd=ROOT):
     """A command that must fail cleanly: (exit code, its one stderr line)."""
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+    proc = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert lines and lines[-1].startswith("error: ") and not proc.stdout.strip(), proc.stderr[-3000:]
+    assert lines and lines[-1].startswith("error: ") and not proc.stdout.strip(), proc.stderr[
+        -3000:
+    ]
     return proc.returncode, lines[-1]
 
 
@@ -186,8 +266,11 @@ def broken(trained, tmp_path_factory):
     exported = root / "exported"
     cli(os.path.join(ROOT, "export.py"), checkpoint, str(exported))
     made = {"checkpoint": checkpoint, "exported": str(exported)}
-    for name, remove, garble in (("no_weights", "model.safetensors", None), ("bad_config", None, "config.json"),
-                                 ("no_tokenizer", "tokenizer.json", None)):
+    for name, remove, garble in (
+        ("no_weights", "model.safetensors", None),
+        ("bad_config", None, "config.json"),
+        ("no_tokenizer", "tokenizer.json", None),
+    ):
         copy = shutil.copytree(exported, root / name)
         if remove:
             os.remove(copy / remove)
@@ -196,8 +279,11 @@ def broken(trained, tmp_path_factory):
         if garble:
             (copy / garble).write_text("{not json")
         made[name] = str(copy)
-    for name, remove, garble in (("ck_no_state", "state_dict.pth", None), ("ck_bad_state", None, "state_dict.pth"),
-                                 ("ck_no_load_data", "load_data.json", None)):
+    for name, remove, garble in (
+        ("ck_no_state", "state_dict.pth", None),
+        ("ck_bad_state", None, "state_dict.pth"),
+        ("ck_no_load_data", "load_data.json", None),
+    ):
         copy = shutil.copytree(checkpoint, root / name)
         if remove:
             os.remove(copy / remove)
@@ -208,8 +294,12 @@ def broken(trained, tmp_path_factory):
     (root / "keep_dir").mkdir()
     (root / "keep_dir" / "notes.txt").write_text("precious")
     (root / "not_squad.json").write_text("[1, 2]")
-    made.update(keep_file=str(root / "keep.txt"), keep_dir=str(root / "keep_dir"), not_squad=str(root / "not_squad.json"),
-                root=str(root))
+    made.update(
+        keep_file=str(root / "keep.txt"),
+        keep_dir=str(root / "keep_dir"),
+        not_squad=str(root / "not_squad.json"),
+        root=str(root),
+    )
     return made
 
 
@@ -222,23 +312,60 @@ PREDICT_CASES = [
     ("checkpoint without state", ["{ck_no_state}", *Q], 1, "cannot load the model"),
     ("checkpoint state garbage", ["{ck_bad_state}", *Q], 1, "not a readable checkpoint"),
     ("checkpoint without load_data", ["{ck_no_load_data}", *Q], 1, "not a readable checkpoint"),
-    ("empty question", ["{exported}", "--question", "", "--context", QUESTION[1]], 2, "--question is empty"),
-    ("blank context", ["{exported}", "--question", QUESTION[0], "--context", "   "], 2, "--context is empty"),
-    ("question only", ["{exported}", "--question", QUESTION[0]], 2, "either --question and --context"),
-    ("question and file", ["{exported}", *Q, "--file", "{not_squad}"], 2, "either --question and --context"),
+    (
+        "empty question",
+        ["{exported}", "--question", "", "--context", QUESTION[1]],
+        2,
+        "--question is empty",
+    ),
+    (
+        "blank context",
+        ["{exported}", "--question", QUESTION[0], "--context", "   "],
+        2,
+        "--context is empty",
+    ),
+    (
+        "question only",
+        ["{exported}", "--question", QUESTION[0]],
+        2,
+        "either --question and --context",
+    ),
+    (
+        "question and file",
+        ["{exported}", *Q, "--file", "{not_squad}"],
+        2,
+        "either --question and --context",
+    ),
     ("nothing to answer", ["{exported}"], 2, "either --question and --context"),
     ("negative nbest", ["{exported}", *Q, "--nbest", "-1"], 2, "--nbest -1"),
     ("nbest word", ["{exported}", *Q, "--nbest", "three"], 2, "invalid int value"),
-    ("threshold nan", ["{exported}", *Q, "--threshold", "nan"], 2, "--threshold: expected a finite number, got 'nan'"),
-    ("out is a file", ["{exported}", "--file", "{not_squad}", "--out", "{keep_file}"], 2, "exists and is not a directory"),
-    ("out without file", ["{exported}", *Q, "--out", "{root}/new_out"], 2, "--out goes with --file"),
+    (
+        "threshold nan",
+        ["{exported}", *Q, "--threshold", "nan"],
+        2,
+        "--threshold: expected a finite number, got 'nan'",
+    ),
+    (
+        "out is a file",
+        ["{exported}", "--file", "{not_squad}", "--out", "{keep_file}"],
+        2,
+        "exists and is not a directory",
+    ),
+    (
+        "out without file",
+        ["{exported}", *Q, "--out", "{root}/new_out"],
+        2,
+        "--out goes with --file",
+    ),
     ("file missing", ["{exported}", "--file", "/nonexistent/dev.json"], 1, "/nonexistent/dev.json"),
     ("file not squad", ["{exported}", "--file", "{not_squad}"], 1, "not_squad.json"),
     ("unknown flag", ["{exported}", *Q, "--top-k", "3"], 2, "unrecognized arguments"),
 ]
 
 
-@pytest.mark.parametrize("args, code, expected", [c[1:] for c in PREDICT_CASES], ids=[c[0] for c in PREDICT_CASES])
+@pytest.mark.parametrize(
+    "args, code, expected", [c[1:] for c in PREDICT_CASES], ids=[c[0] for c in PREDICT_CASES]
+)
 def test_predict_bad_input(broken, args, code, expected):
     before = snapshot(broken["root"])
     got, line = fail(os.path.join(ROOT, "predict.py"), *[a.format(**broken) for a in args])
@@ -254,11 +381,18 @@ EXPORT_CASES = [
     ("out is a file", ["{checkpoint}", "{keep_file}"], 2, "exists and is not a directory"),
     ("out holds other files", ["{checkpoint}", "{keep_dir}"], 2, "is not an earlier export"),
     ("no out", ["{checkpoint}"], 2, "the following arguments are required: out_dir"),
-    ("threshold word", ["{checkpoint}", "{root}/out5", "--threshold", "fast"], 2, "give tuned, config or a number"),
+    (
+        "threshold word",
+        ["{checkpoint}", "{root}/out5", "--threshold", "fast"],
+        2,
+        "give tuned, config or a number",
+    ),
 ]
 
 
-@pytest.mark.parametrize("args, code, expected", [c[1:] for c in EXPORT_CASES], ids=[c[0] for c in EXPORT_CASES])
+@pytest.mark.parametrize(
+    "args, code, expected", [c[1:] for c in EXPORT_CASES], ids=[c[0] for c in EXPORT_CASES]
+)
 def test_export_bad_input(broken, args, code, expected):
     before = snapshot(broken["root"])
     got, line = fail(os.path.join(ROOT, "export.py"), *[a.format(**broken) for a in args])
@@ -268,10 +402,19 @@ def test_export_bad_input(broken, args, code, expected):
 
 def test_export_replaces_an_earlier_export(broken):
     again = cli(os.path.join(ROOT, "export.py"), broken["checkpoint"], broken["exported"])
-    assert again["exported"] == broken["exported"] and os.path.isfile(os.path.join(broken["exported"], "model.safetensors"))
+    assert again["exported"] == broken["exported"] and os.path.isfile(
+        os.path.join(broken["exported"], "model.safetensors")
+    )
 
 
 def snapshot(root):
     """Every path under root with its size and modification time."""
-    return sorted((os.path.relpath(os.path.join(d, f), root), os.path.getsize(os.path.join(d, f)),
-                   os.path.getmtime(os.path.join(d, f))) for d, _, files in os.walk(root) for f in files)
+    return sorted(
+        (
+            os.path.relpath(os.path.join(d, f), root),
+            os.path.getsize(os.path.join(d, f)),
+            os.path.getmtime(os.path.join(d, f)),
+        )
+        for d, _, files in os.walk(root)
+        for f in files
+    )

@@ -1,5 +1,6 @@
 """The real trial through Determined's local-mode Trainer, in subprocesses as a user runs it:
 a few batches with metrics, outputs and checkpoints; resume; and 2 processes under torchrun."""
+
 import json
 import os
 import re
@@ -9,13 +10,15 @@ import sys
 import pytest
 import torch
 import yaml
-
 from conftest import ROOT
 from trial_runs import METRIC_KEYS, checkpoints, run, weights, write_config
 
+
 def test_local_run_reports_metrics_and_writes_outputs(tmp_path, squad_files, tiny_model):
     out = tmp_path / "out"
-    metrics, log = run(["--config", write_config(tmp_path, squad_files, tiny_model, max_batches=6)], out)
+    metrics, log = run(
+        ["--config", write_config(tmp_path, squad_files, tiny_model, max_batches=6)], out
+    )
     assert METRIC_KEYS <= set(metrics)
     assert metrics["total"] == 120 and 0 <= metrics["f1"] <= 100
     for key in ("loss", "lr", "grad_norm", "examples_per_s", "tokens_per_s"):
@@ -29,24 +32,47 @@ def test_local_run_reports_metrics_and_writes_outputs(tmp_path, squad_files, tin
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"Determined/loss", "Determined/grad_norm", "Determined/tokens_per_s", "Determined/val_f1",
-            "Determined/val_best_f1"} <= tags
+    assert {
+        "Determined/loss",
+        "Determined/grad_norm",
+        "Determined/tokens_per_s",
+        "Determined/val_f1",
+        "Determined/val_best_f1",
+    } <= tags
     assert events.Scalars("Determined/val_f1")[-1].value == pytest.approx(metrics["f1"])
     # The official evaluation's curves and histograms: metrics, PNGs beside the predictions, TensorBoard images.
-    assert {"pr_exact_ap", "pr_f1_ap", "pr_oracle_ap"} <= set(metrics) and "Determined/val_pr_f1_ap" in tags
+    assert {"pr_exact_ap", "pr_f1_ap", "pr_oracle_ap"} <= set(
+        metrics
+    ) and "Determined/val_pr_f1_ap" in tags
     for name in ("pr_exact", "pr_f1", "pr_oracle", "na_prob_hist_hasAns", "na_prob_hist_noAns"):
         assert (predictions / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert f"squad/{name}" in events.Tags()["images"]
     # The same APs as the evaluation program gives on the written files.
-    cli = subprocess.run([sys.executable, os.path.join(ROOT, "squad_eval.py"), squad_files[1], str(predictions / "predictions.json"),
-                          "-n", str(predictions / "null_odds.json"), "-p", str(tmp_path / "images")],
-                         capture_output=True, text=True, timeout=120)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "squad_eval.py"),
+            squad_files[1],
+            str(predictions / "predictions.json"),
+            "-n",
+            str(predictions / "null_odds.json"),
+            "-p",
+            str(tmp_path / "images"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     official = json.loads(cli.stdout)
-    assert all(official[k] == pytest.approx(metrics[k]) for k in ("pr_exact_ap", "pr_f1_ap", "pr_oracle_ap"))
+    assert all(
+        official[k] == pytest.approx(metrics[k])
+        for k in ("pr_exact_ap", "pr_f1_ap", "pr_oracle_ap")
+    )
     (final,) = checkpoints(out)[6]
     # The final validation's predictions reach checkpoint storage in the final checkpoint.
-    assert json.loads(open(os.path.join(final, "predictions", "predictions.json")).read()) == \
-        json.loads((predictions / "predictions.json").read_text())
+    assert json.loads(
+        open(os.path.join(final, "predictions", "predictions.json")).read()
+    ) == json.loads((predictions / "predictions.json").read_text())
     # Only event files in the TensorBoard directory: Determined uploads its other files once per rank.
     assert all("tfevents" in f for _, _, files in os.walk(out / "tensorboard") for f in files)
 
@@ -54,7 +80,9 @@ def test_local_run_reports_metrics_and_writes_outputs(tmp_path, squad_files, tin
 def test_resume_continues_where_it_stopped(tmp_path, squad_files, tiny_model):
     """8 batches straight vs. the same run's checkpoint at batch 4 resumed for the last 4."""
     out = tmp_path / "out"
-    config = write_config(tmp_path, squad_files, tiny_model, max_batches=8, checkpoint_period_batches=4)
+    config = write_config(
+        tmp_path, squad_files, tiny_model, max_batches=8, checkpoint_period_batches=4
+    )
     straight, _ = run(["--config", config], out)
     (half,), (full,) = checkpoints(out)[4], checkpoints(out)[8]
     resumed, log = run(["--config", config, "--resume", half], out)
@@ -68,10 +96,25 @@ def test_resume_continues_where_it_stopped(tmp_path, squad_files, tiny_model):
 
 def test_two_processes_match_one(tmp_path, squad_files, tiny_model):
     """Same global batch on 1 and 2 gloo processes: weights within 1e-4, F1 within 1 point."""
-    one, _ = run(["--config", write_config(tmp_path, squad_files, tiny_model, "one.yaml", max_batches=6)],
-                 tmp_path / "one")
-    two, log = run(["--config", write_config(tmp_path, squad_files, tiny_model, "two.yaml", slots=2, max_batches=6)],
-                   tmp_path / "two", launcher=(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"))
+    one, _ = run(
+        ["--config", write_config(tmp_path, squad_files, tiny_model, "one.yaml", max_batches=6)],
+        tmp_path / "one",
+    )
+    two, log = run(
+        [
+            "--config",
+            write_config(tmp_path, squad_files, tiny_model, "two.yaml", slots=2, max_batches=6),
+        ],
+        tmp_path / "two",
+        launcher=(
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+        ),
+    )
     (w1,), (w2,) = checkpoints(tmp_path / "one")[6], checkpoints(tmp_path / "two")[6]
     a, b = weights(w1), weights(w2)
     for name in a:
@@ -87,19 +130,45 @@ def test_two_processes_match_one(tmp_path, squad_files, tiny_model):
 def test_evaluation_split_by_question_matches_one_process(tmp_path, squad_files, tiny_model):
     """With weights that cannot move (learning rate 1e-30), 2 processes that each post-process their
     own questions give the 1-process predictions and metrics exactly (null odds to float noise)."""
-    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+    torchrun = (
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+    )
     common = dict(max_batches=2, learning_rate=1e-30, global_batch_size=6)
-    one, _ = run(["--config", write_config(tmp_path, squad_files, tiny_model, "one.yaml", **common)], tmp_path / "one")
-    two, log = run(["--config", write_config(tmp_path, squad_files, tiny_model, "two.yaml", slots=2, **common)],
-                   tmp_path / "two", launcher=torchrun)
-    files = {name: [json.loads((tmp_path / out / "predictions" / "batch_2" / name).read_text()) for out in ("one", "two")]
-             for name in ("predictions.json", "null_odds.json", "nbest_predictions.json")}
-    assert files["predictions.json"][0] == files["predictions.json"][1] and len(files["predictions.json"][0]) == 120
+    one, _ = run(
+        ["--config", write_config(tmp_path, squad_files, tiny_model, "one.yaml", **common)],
+        tmp_path / "one",
+    )
+    two, log = run(
+        [
+            "--config",
+            write_config(tmp_path, squad_files, tiny_model, "two.yaml", slots=2, **common),
+        ],
+        tmp_path / "two",
+        launcher=torchrun,
+    )
+    files = {
+        name: [
+            json.loads((tmp_path / out / "predictions" / "batch_2" / name).read_text())
+            for out in ("one", "two")
+        ]
+        for name in ("predictions.json", "null_odds.json", "nbest_predictions.json")
+    }
+    assert (
+        files["predictions.json"][0] == files["predictions.json"][1]
+        and len(files["predictions.json"][0]) == 120
+    )
     assert files["null_odds.json"][1] == pytest.approx(files["null_odds.json"][0], abs=1e-4)
-    assert {q: [x["text"] for x in v] for q, v in files["nbest_predictions.json"][1].items()} == \
-        {q: [x["text"] for x in v] for q, v in files["nbest_predictions.json"][0].items()}
-    assert {k: v for k, v in two.items() if not k.endswith("_thresh")} == \
-        {k: v for k, v in one.items() if not k.endswith("_thresh")}
+    assert {q: [x["text"] for x in v] for q, v in files["nbest_predictions.json"][1].items()} == {
+        q: [x["text"] for x in v] for q, v in files["nbest_predictions.json"][0].items()
+    }
+    assert {k: v for k, v in two.items() if not k.endswith("_thresh")} == {
+        k: v for k, v in one.items() if not k.endswith("_thresh")
+    }
     answered = [int(n) for n in re.findall(r"rank \d answered its (\d+) questions", log)]
     assert sorted(answered) == [60, 60]  # each rank its own half
 
@@ -109,11 +178,22 @@ def test_schedule_counts_optimizer_steps_with_aggregation(tmp_path, squad_files,
     of the peak (linear decay to 0 at the end of training), reported once per step (the reporting
     period must be a multiple of the aggregation). Counted in batches, the last step would still run
     at 5/8 of the peak."""
-    config = write_config(tmp_path, squad_files, tiny_model, max_batches=8, aggregation_frequency=2,
-                          reporting_period_batches=2, warmup_fraction=0.0, learning_rate=1e-3)
+    config = write_config(
+        tmp_path,
+        squad_files,
+        tiny_model,
+        max_batches=8,
+        aggregation_frequency=2,
+        reporting_period_batches=2,
+        warmup_fraction=0.0,
+        learning_rate=1e-3,
+    )
     _, log = run(["--config", config], tmp_path / "out")
-    lrs = [float(re.search(r"'lr': ([0-9.e-]+)", line).group(1)) for line in log.splitlines()
-           if "report_training_metrics(" in line]
+    lrs = [
+        float(re.search(r"'lr': ([0-9.e-]+)", line).group(1))
+        for line in log.splitlines()
+        if "report_training_metrics(" in line
+    ]
     assert lrs == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
 
 
@@ -121,11 +201,23 @@ def test_sharded_optimizer_matches_unsharded_and_resumes(tmp_path, squad_files, 
     """2 gloo processes with the optimizer state sharded (ZeroRedundancyOptimizer) train the same
     weights as unsharded within 1e-5 after 6 batches; its checkpoints hold the whole (consolidated)
     optimizer state, and resuming one continues exactly (1e-6)."""
-    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+    torchrun = (
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+    )
     common = dict(slots=2, max_batches=6, checkpoint_period_batches=3)
-    run(["--config", write_config(tmp_path, squad_files, tiny_model, "plain.yaml", **common)], tmp_path / "plain",
-        launcher=torchrun)
-    zero_config = write_config(tmp_path, squad_files, tiny_model, "zero.yaml", zero_optimizer=True, **common)
+    run(
+        ["--config", write_config(tmp_path, squad_files, tiny_model, "plain.yaml", **common)],
+        tmp_path / "plain",
+        launcher=torchrun,
+    )
+    zero_config = write_config(
+        tmp_path, squad_files, tiny_model, "zero.yaml", zero_optimizer=True, **common
+    )
     _, log = run(["--config", zero_config], tmp_path / "zero", launcher=torchrun)
     assert "AdamW state sharded across 2 ranks" in log
     (plain,) = checkpoints(tmp_path / "plain")[6]
@@ -136,7 +228,10 @@ def test_sharded_optimizer_matches_unsharded_and_resumes(tmp_path, squad_files, 
     state = torch.load(os.path.join(half, "state_dict.pth"), map_location="cpu", weights_only=False)
     optimizer = state["optimizers_state_dict"][0]
     n_params = sum(len(g["params"]) for g in optimizer["param_groups"])
-    assert n_params == len(a) - sum(1 for k in a if "position_ids" in k) and len(optimizer["state"]) == n_params
+    assert (
+        n_params == len(a) - sum(1 for k in a if "position_ids" in k)
+        and len(optimizer["state"]) == n_params
+    )
     run(["--config", zero_config, "--resume", half], tmp_path / "zero", launcher=torchrun)
     resumed = [d for d in checkpoints(tmp_path / "zero")[6] if d != full][0]
     c = weights(resumed)
@@ -149,11 +244,18 @@ def test_quick_run_on_the_first_questions(tmp_path, squad_files, tiny_model):
     ones; part of the cache key, so the full files' features are never mistaken for them."""
     path = write_config(tmp_path, squad_files, tiny_model, max_batches=2)
     config = yaml.safe_load(open(path))
-    config["data"].update(max_train_examples=40, max_eval_examples=30, cache_dir=str(tmp_path / "cache"))
+    config["data"].update(
+        max_train_examples=40, max_eval_examples=30, cache_dir=str(tmp_path / "cache")
+    )
     (tmp_path / "quick.yaml").write_text(yaml.safe_dump(config))
     metrics, log = run(["--config", str(tmp_path / "quick.yaml")], tmp_path / "out")
     assert metrics["total"] == 30
-    assert "keeping the first 40 of 400 questions" in log and "keeping the first 30 of 120 questions" in log
-    predictions = json.loads((tmp_path / "out" / "predictions" / "batch_2" / "predictions.json").read_text())
+    assert (
+        "keeping the first 40 of 400 questions" in log
+        and "keeping the first 30 of 120 questions" in log
+    )
+    predictions = json.loads(
+        (tmp_path / "out" / "predictions" / "batch_2" / "predictions.json").read_text()
+    )
     assert len(predictions) == 30
     assert len(os.listdir(tmp_path / "cache" / "features")) == 4  # 2 entries + their lock files

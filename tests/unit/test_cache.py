@@ -1,4 +1,5 @@
 """The shared feature cache under concurrency and failure, and the data commands."""
+
 import json
 import os
 import signal
@@ -7,12 +8,12 @@ import sys
 import time
 
 import numpy as np
+from conftest import ROOT
 
 import cache
+import data
 import errors
 import files
-import data
-from conftest import ROOT
 
 SPEC = data.FeatureSpec(max_seq_length=64, doc_stride=24, max_query_length=16)
 
@@ -32,8 +33,12 @@ print(json.dumps({{"status": status, "digest": digest}}))
 
 
 def loader(tiny_model, source, cache, workers=1):
-    code = LOADER.format(root=ROOT, model=tiny_model, source=source, cache=str(cache), workers=workers)
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    code = LOADER.format(
+        root=ROOT, model=tiny_model, source=source, cache=str(cache), workers=workers
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def test_parallel_workers_build_identical_features(squad_files, tokenizer):
@@ -63,7 +68,9 @@ def test_builder_killed_midway_never_leaves_a_partial_entry(tmp_path, tiny_model
     import make_squad_data
 
     big = tmp_path / "big.json"
-    big.write_text(json.dumps(make_squad_data.make_dataset(3000, 7, 1, "big")))  # 3 batches of 1,000
+    big.write_text(
+        json.dumps(make_squad_data.make_dataset(3000, 7, 1, "big"))
+    )  # 3 batches of 1,000
     cache = tmp_path / "cache"
     reference = loader(tiny_model, str(big), tmp_path / "reference")
     expected = json.loads(reference.communicate(timeout=300)[0].strip().splitlines()[-1])["digest"]
@@ -77,7 +84,11 @@ def test_builder_killed_midway_never_leaves_a_partial_entry(tmp_path, tiny_model
                 break
         p.send_signal(signal.SIGKILL)
         p.wait()
-        published = [d for d in os.listdir(cache / "features") if not d.startswith(".") and not d.endswith(".lock")]
+        published = [
+            d
+            for d in os.listdir(cache / "features")
+            if not d.startswith(".") and not d.endswith(".lock")
+        ]
         for entry in published:  # anything published must be complete and verify
             cache.load_entry(str(cache / "features" / entry))
     p = loader(tiny_model, str(big), cache)
@@ -90,28 +101,62 @@ def test_builder_killed_midway_never_leaves_a_partial_entry(tmp_path, tiny_model
 
 
 def test_prepare_command_builds_then_loads(tmp_path, squad_files, tiny_model):
-    config = {"data": {"train_file": squad_files[0], "validation_file": squad_files[1], "use_bind_mount": False,
-                       "cache_dir": str(tmp_path / "cache")},
-              "hyperparameters": {"pretrained_model_name": tiny_model, "max_seq_length": 64, "doc_stride": 24,
-                                  "max_query_length": 16, "global_batch_size": 8}}
+    config = {
+        "data": {
+            "train_file": squad_files[0],
+            "validation_file": squad_files[1],
+            "use_bind_mount": False,
+            "cache_dir": str(tmp_path / "cache"),
+        },
+        "hyperparameters": {
+            "pretrained_model_name": tiny_model,
+            "max_seq_length": 64,
+            "doc_stride": 24,
+            "max_query_length": 16,
+            "global_batch_size": 8,
+        },
+    }
     path = tmp_path / "config.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
     reports = []
     for _ in range(2):
-        proc = subprocess.run([sys.executable, os.path.join(ROOT, "data.py"), "prepare", "--config", str(path)],
-                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "data.py"), "prepare", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         reports.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert [r["train"]["status"] for r in reports] == ["built", "loaded"]
     assert [r["validation"]["status"] for r in reports] == ["built", "loaded"]
     assert reports[0]["train"]["examples"] == 400 and reports[0]["validation"]["examples"] == 120
-    assert reports[0]["train"]["features"] > 400 and reports[0]["train"]["key"] == reports[1]["train"]["key"]
+    assert (
+        reports[0]["train"]["features"] > 400
+        and reports[0]["train"]["key"] == reports[1]["train"]["key"]
+    )
 
 
-def test_audit_recovers_every_generated_answer_and_explains_misses(tmp_path, squad_files, tiny_model):
+def test_audit_recovers_every_generated_answer_and_explains_misses(
+    tmp_path, squad_files, tiny_model
+):
     def audit(path, *extra):
-        proc = subprocess.run([sys.executable, os.path.join(ROOT, "data.py"), "audit", path, "--model", tiny_model,
-                               *extra], capture_output=True, text=True, timeout=300, cwd=ROOT)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(ROOT, "data.py"),
+                "audit",
+                path,
+                "--model",
+                tiny_model,
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -122,29 +167,47 @@ def test_audit_recovers_every_generated_answer_and_explains_misses(tmp_path, squ
     qas = [qa for a in dataset["data"] for p in a["paragraphs"] for qa in p["qas"] if qa["answers"]]
     qas[0]["answers"][0]["answer_start"] += 1
     context = dataset["data"][0]["paragraphs"][0]["context"]
-    dataset["data"][0]["paragraphs"].append({"context": context, "qas": [
-        {"id": "long", "question": "What is all of it?", "is_impossible": False,
-         "answers": [{"text": context, "answer_start": 0}]}]})
+    dataset["data"][0]["paragraphs"].append(
+        {
+            "context": context,
+            "qas": [
+                {
+                    "id": "long",
+                    "question": "What is all of it?",
+                    "is_impossible": False,
+                    "answers": [{"text": context, "answer_start": 0}],
+                }
+            ],
+        }
+    )
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(dataset))
-    report = audit(str(bad), "--max-seq-length", "64", "--doc-stride", "24", "--max-query-length", "16")
+    report = audit(
+        str(bad), "--max-seq-length", "64", "--doc-stride", "24", "--max-query-length", "16"
+    )
     reasons = {u["id"]: u["reason"] for u in report["unrecovered"]}
     assert reasons[qas[0]["id"]] == "bad answer_start"
     assert reasons["long"] == "answer longer than a window"
 
 
 def test_truncated_array_is_detected_and_rebuilt(squad_files, tokenizer, tmp_path):
-    f1, _ = data.load_or_build_features(squad_files[1], tokenizer, SPEC, "validation", str(tmp_path))
+    f1, _ = data.load_or_build_features(
+        squad_files[1], tokenizer, SPEC, "validation", str(tmp_path)
+    )
     expected = np.array(f1.arrays["offsets"])
     path = tmp_path / "features" / f1.manifest["key"] / "offsets.npy"
     del f1
     path.write_bytes(path.read_bytes()[:-1000])
-    f2, status = data.load_or_build_features(squad_files[1], tokenizer, SPEC, "validation", str(tmp_path))
+    f2, status = data.load_or_build_features(
+        squad_files[1], tokenizer, SPEC, "validation", str(tmp_path)
+    )
     assert status == "built"
     np.testing.assert_array_equal(f2.arrays["offsets"], expected)
 
 
-def test_key_changes_with_every_field_that_changes_features(squad_files, tokenizer, tiny_model, tmp_path):
+def test_key_changes_with_every_field_that_changes_features(
+    squad_files, tokenizer, tiny_model, tmp_path
+):
     from transformers import AutoTokenizer
 
     base = cache.cache_key("abc", tokenizer, SPEC, True, "train")
@@ -172,18 +235,30 @@ def test_waiter_times_out_with_a_clear_message(squad_files, tokenizer, tmp_path)
     path = cache.fetch(squad_files[1], str(tmp_path))
     key = cache.cache_key(files.sha256_file(path), tokenizer, SPEC, True, "validation")
     (tmp_path / "features").mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import filelock, sys, time; l = filelock.FileLock(sys.argv[1]); "
-                               "l.acquire(); print('held', flush=True); time.sleep(60)",
-                               str(tmp_path / "features" / f"{key}.lock")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import filelock, sys, time; l = filelock.FileLock(sys.argv[1]); "
+            "l.acquire(); print('held', flush=True); time.sleep(60)",
+            str(tmp_path / "features" / f"{key}.lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(errors.DataError, match="waited 2s for another process building"):
-            data.load_or_build_features(squad_files[1], tokenizer, SPEC, "validation", str(tmp_path), lock_timeout=2)
+            data.load_or_build_features(
+                squad_files[1], tokenizer, SPEC, "validation", str(tmp_path), lock_timeout=2
+            )
     finally:
         holder.kill()
         holder.wait()
     # The holder died: the OS released its lock and the next process builds.
-    _, status = data.load_or_build_features(squad_files[1], tokenizer, SPEC, "validation", str(tmp_path), lock_timeout=5)
+    _, status = data.load_or_build_features(
+        squad_files[1], tokenizer, SPEC, "validation", str(tmp_path), lock_timeout=5
+    )
     assert status == "built"
 
 
@@ -207,15 +282,23 @@ def test_https_download_verified_once_and_reused(tmp_path, squad_files, monkeypa
         def log_message(self, *args):
             requests.append(self.path)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(served))
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/dev.json"
     try:
-        monkeypatch.setitem(constants.KNOWN_DATASETS, url, {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()})
+        monkeypatch.setitem(
+            constants.KNOWN_DATASETS,
+            url,
+            {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()},
+        )
         cache = tmp_path / "cache"
         first = cache.fetch(url, str(cache))
         assert open(first, "rb").read() == body and len(requests) == 1
-        assert cache.fetch(url, str(cache)) == first and len(requests) == 1  # verified copy reused, no request
+        assert (
+            cache.fetch(url, str(cache)) == first and len(requests) == 1
+        )  # verified copy reused, no request
         good = dict(constants.KNOWN_DATASETS[url])
         monkeypatch.setitem(constants.KNOWN_DATASETS, url, {**good, "sha256": "0" * 64})
         with pytest.raises(errors.DataError, match="does not match the known"):
@@ -228,7 +311,10 @@ def test_https_download_verified_once_and_reused(tmp_path, squad_files, monkeypa
         copy = cache.fetch(unknown, str(cache))
         with open(copy, "ab") as f:
             f.write(b" ")
-        assert open(cache.fetch(unknown, str(cache)), "rb").read() == body and requests[-2:] == [requests[-1]] * 2
+        assert (
+            open(cache.fetch(unknown, str(cache)), "rb").read() == body
+            and requests[-2:] == [requests[-1]] * 2
+        )
         server.shutdown()
         server.server_close()  # no network from here: the verified cached copies still serve
         assert open(cache.fetch(url, str(cache)), "rb").read() == body
@@ -237,7 +323,9 @@ def test_https_download_verified_once_and_reused(tmp_path, squad_files, monkeypa
         server.server_close()
 
 
-def test_prepare_saves_the_model_and_training_then_runs_offline(tmp_path, squad_files, tiny_model, monkeypatch):
+def test_prepare_saves_the_model_and_training_then_runs_offline(
+    tmp_path, squad_files, tiny_model, monkeypatch
+):
     """For clusters whose compute nodes have no internet: prepare on a node that has it, saving
     the model beside the caches; training then needs no network (Hugging Face offline switches)."""
     import yaml
@@ -245,8 +333,21 @@ def test_prepare_saves_the_model_and_training_then_runs_offline(tmp_path, squad_
 
     config_path = write_config(tmp_path, squad_files, tiny_model, max_batches=2)
     saved = tmp_path / "models" / "tiny"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "data.py"), "prepare", "--config", config_path,
-                           "--save-model", str(saved)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "data.py"),
+            "prepare",
+            "--config",
+            config_path,
+            "--save-model",
+            str(saved),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["model_dir"] == str(saved)
     config = yaml.safe_load(open(config_path))

@@ -1,12 +1,13 @@
 """Official SQuAD 2.0 metric definitions, checked on hand-worked cases, and the CLI."""
+
 import json
 import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 
 import squad_eval
-from conftest import ROOT
 
 
 def test_normalization():
@@ -19,7 +20,9 @@ def test_f1_hand_worked():
     # gold "the big red dog" -> [big, red, dog]; pred "red dog barks" -> [red, dog, barks]
     # overlap 2: precision 2/3, recall 2/3, F1 2/3
     assert squad_eval.f1_score("the big red dog", "red dog barks") == pytest.approx(2 / 3)
-    assert squad_eval.f1_score("dog", "dog dog") == pytest.approx(2 * 0.5 * 1 / 1.5)  # precision 1/2, recall 1
+    assert squad_eval.f1_score("dog", "dog dog") == pytest.approx(
+        2 * 0.5 * 1 / 1.5
+    )  # precision 1/2, recall 1
     assert squad_eval.f1_score("", "") == 1 and squad_eval.f1_score("", "a dog") == 0
     assert squad_eval.f1_score("the", "") == 1  # gold normalizes to nothing: both empty
 
@@ -30,10 +33,16 @@ def articles(*qas):
 
 def test_evaluate_hand_worked():
     data = articles(
-        {"id": "a", "answers": [{"text": "Kalo Mira"}, {"text": "Mira"}]},   # pred "Mira": exact via 2nd gold
-        {"id": "b", "answers": [{"text": "in 1628"}]},                       # pred "1628": F1 2/3? -> [in,1628] vs [1628]: P1 R.5 F1 2/3
-        {"id": "c", "answers": []},                                          # pred "": right
-        {"id": "d", "answers": []},                                          # pred "x": wrong
+        {
+            "id": "a",
+            "answers": [{"text": "Kalo Mira"}, {"text": "Mira"}],
+        },  # pred "Mira": exact via 2nd gold
+        {
+            "id": "b",
+            "answers": [{"text": "in 1628"}],
+        },  # pred "1628": F1 2/3? -> [in,1628] vs [1628]: P1 R.5 F1 2/3
+        {"id": "c", "answers": []},  # pred "": right
+        {"id": "d", "answers": []},  # pred "x": wrong
     )
     preds = {"a": "Mira", "b": "1628", "c": "", "d": "x"}
     m = squad_eval.evaluate(data, preds)
@@ -59,16 +68,42 @@ def test_missing_prediction_is_an_error():
 
 
 def test_cli_matches_library(tmp_path):
-    data = {"version": "v2.0", "data": articles({"id": "a", "answers": [{"text": "Kalo"}]}, {"id": "b", "answers": []})}
+    data = {
+        "version": "v2.0",
+        "data": articles({"id": "a", "answers": [{"text": "Kalo"}]}, {"id": "b", "answers": []}),
+    }
     (tmp_path / "data.json").write_text(json.dumps(data))
     (tmp_path / "pred.json").write_text(json.dumps({"a": "Kalo", "b": "Kalo"}))
     (tmp_path / "na.json").write_text(json.dumps({"a": 0.2, "b": 1.7}))
-    subprocess.run([sys.executable, f"{ROOT}/squad_eval.py", str(tmp_path / "data.json"), str(tmp_path / "pred.json"),
-                    "--na-prob-file", str(tmp_path / "na.json"), "--na-prob-thresh", "1.0",
-                    "-o", str(tmp_path / "out.json")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            f"{ROOT}/squad_eval.py",
+            str(tmp_path / "data.json"),
+            str(tmp_path / "pred.json"),
+            "--na-prob-file",
+            str(tmp_path / "na.json"),
+            "--na-prob-thresh",
+            "1.0",
+            "-o",
+            str(tmp_path / "out.json"),
+        ],
+        check=True,
+    )
     out = json.loads((tmp_path / "out.json").read_text())
-    assert out == squad_eval.evaluate(data["data"], {"a": "Kalo", "b": "Kalo"}, {"a": 0.2, "b": 1.7}, 1.0)
+    assert out == squad_eval.evaluate(
+        data["data"], {"a": "Kalo", "b": "Kalo"}, {"a": 0.2, "b": 1.7}, 1.0
+    )
     assert out["exact"] == 100.0  # b's no-answer score 1.7 > 1.0, so b counts as ""
-    printed = subprocess.run([sys.executable, f"{ROOT}/squad_eval.py", str(tmp_path / "data.json"),
-                              str(tmp_path / "pred.json")], check=True, capture_output=True, text=True).stdout
+    printed = subprocess.run(
+        [
+            sys.executable,
+            f"{ROOT}/squad_eval.py",
+            str(tmp_path / "data.json"),
+            str(tmp_path / "pred.json"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert json.loads(printed)["exact"] == 50.0

@@ -1,11 +1,12 @@
 """Post-processing on hand-made logits: span choice, limits, the null score and its threshold."""
+
 import json
 
 import numpy as np
 import pytest
 
-import squad_eval
 import postprocess
+import squad_eval
 
 CONTEXT = "Draur was founded by Kalo Mira in 1628."
 # Tokens: [CLS] q q [SEP] Draur was founded by Kalo Mira in 1628 . [SEP]
@@ -34,8 +35,16 @@ def run(features, threshold=0.0, **kw):
     ends = np.stack([e for _, _, e in features])
     offsets = np.stack([feature_offsets()] * len(features))
     ids = [f"q{i}" for i in range(example_index.max() + 1)]
-    return postprocess.postprocess(ids, [CONTEXT] * len(ids), example_index, offsets, starts, ends,
-                                   null_score_diff_threshold=threshold, **kw)
+    return postprocess.postprocess(
+        ids,
+        [CONTEXT] * len(ids),
+        example_index,
+        offsets,
+        starts,
+        ends,
+        null_score_diff_threshold=threshold,
+        **kw,
+    )
 
 
 def test_best_span_text_cut_from_context():
@@ -47,13 +56,19 @@ def test_best_span_text_cut_from_context():
     assert sum(x["probability"] for x in nbest["q0"]) == pytest.approx(1.0)
     assert any(x["text"] == "" for x in nbest["q0"])
     for x in nbest["q0"]:  # each candidate's character span is where its text sits in the context
-        assert CONTEXT[x["start"]:x["end"]] == x["text"] and (x["start"], x["end"]) != (0, 0) or x["text"] == ""
+        assert (
+            CONTEXT[x["start"] : x["end"]] == x["text"]
+            and (x["start"], x["end"]) != (0, 0)
+            or x["text"] == ""
+        )
 
 
 def test_end_before_start_and_too_long_spans_are_rejected():
     s, e = logits({9: 5.0, 4: 1.0}, {8: 5.0, 12: 1.5})  # best pair (9, 8) is invalid
     assert run([(0, s, e)])[0]["q0"] == "Mira in 1628."  # (9, 12) beats (4, 8)
-    s, e = logits({9: 5.0, 4: 1.0}, {8: 5.0, 12: 1.0})  # a tie goes to the earlier span, on any NumPy
+    s, e = logits(
+        {9: 5.0, 4: 1.0}, {8: 5.0, 12: 1.0}
+    )  # a tie goes to the earlier span, on any NumPy
     assert run([(0, s, e)])[0]["q0"] == "Draur was founded by Kalo"
     s, e = logits({8: 3.0, 4: 2.0}, {12: 3.0, 9: 2.0})
     assert run([(0, s, e)])[0]["q0"] == "Kalo Mira in 1628."
@@ -83,5 +98,8 @@ def test_write_predictions(tmp_path):
     squad_eval.write_predictions(str(tmp_path), *run([(0, s, e)]), {"f1": 100.0})
     assert json.loads((tmp_path / "predictions.json").read_text()) == {"q0": "Kalo Mira"}
     assert set(json.loads((tmp_path / "null_odds.json").read_text())) == {"q0"}
-    assert json.loads((tmp_path / "nbest_predictions.json").read_text())["q0"][0]["text"] == "Kalo Mira"
+    assert (
+        json.loads((tmp_path / "nbest_predictions.json").read_text())["q0"][0]["text"]
+        == "Kalo Mira"
+    )
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"f1": 100.0}

@@ -1,5 +1,6 @@
 """The official script's precision-recall analysis (--out-image-dir): AP on hand-worked cases, the
 figures, and the CLI (file names, metric keys, errors)."""
+
 import json
 import os
 import shutil
@@ -8,17 +9,29 @@ import sys
 import tempfile
 
 import pytest
+from conftest import ROOT
 
 import files
 import squad_eval
-from conftest import ROOT
 
 NOBODY = 65534
-PNGS = ["na_prob_hist_hasAns.png", "na_prob_hist_noAns.png", "pr_exact.png", "pr_f1.png", "pr_oracle.png"]
+PNGS = [
+    "na_prob_hist_hasAns.png",
+    "na_prob_hist_noAns.png",
+    "pr_exact.png",
+    "pr_f1.png",
+    "pr_oracle.png",
+]
 
 
 def articles(*qas):
-    return [{"paragraphs": [{"qas": [{"id": q, "answers": [{"text": t} for t in golds]} for q, golds in qas]}]}]
+    return [
+        {
+            "paragraphs": [
+                {"qas": [{"id": q, "answers": [{"text": t} for t in golds]} for q, golds in qas]}
+            ]
+        }
+    ]
 
 
 # a: right; b: unanswerable; c: gold [big, red, dog] vs pred [red]: exact 0, F1 2*1*(1/3)/(4/3) = 1/2; d: right.
@@ -47,7 +60,10 @@ def test_ap_hand_worked():
 def test_equal_probabilities_give_one_point():
     # a and b tie at 0.1: no threshold between them, so the first point comes after both.
     # exact: (1/2, 1/3) (1/3, 1/3) (1/2, 2/3): AP = 1/2*1/3 + 1/2*1/3 = 1/3 (1/2 if a had its own point)
-    for na in ({**NA, "b": 0.1}, {"b": 0.1, "a": 0.1, "c": 0.3, "d": 0.4}):  # either order within the tie
+    for na in (
+        {**NA, "b": 0.1},
+        {"b": 0.1, "a": 0.1, "c": 0.3, "d": 0.4},
+    ):  # either order within the tie
         curves = squad_eval.precision_recall(DATA, PREDS, na)
         assert curves["exact"][0] == pytest.approx(100 / 3)
         assert len(curves["exact"][1]) == 4
@@ -63,8 +79,16 @@ def test_all_probabilities_equal():
 
 def test_single_question():
     one = articles(("a", ["Kalo"]))
-    assert ap(squad_eval.precision_recall(one, {"a": "Kalo"}, {"a": 3.0})) == {"exact": 100, "f1": 100, "oracle": 100}
-    assert ap(squad_eval.precision_recall(one, {"a": ""}, {"a": 3.0})) == {"exact": 0, "f1": 0, "oracle": 100}
+    assert ap(squad_eval.precision_recall(one, {"a": "Kalo"}, {"a": 3.0})) == {
+        "exact": 100,
+        "f1": 100,
+        "oracle": 100,
+    }
+    assert ap(squad_eval.precision_recall(one, {"a": ""}, {"a": 3.0})) == {
+        "exact": 0,
+        "f1": 0,
+        "oracle": 100,
+    }
     assert squad_eval.precision_recall(articles(("b", [])), {"b": ""}, {"b": 0.2}) == {}
 
 
@@ -76,7 +100,9 @@ def test_no_answerable_question_adds_nothing():
 
 def test_extra_ids_ignored_and_missing_ids_refused():
     with_extra = {"zz": -1.0, **NA}
-    assert ap(squad_eval.precision_recall(DATA, PREDS, with_extra)) == ap(squad_eval.precision_recall(DATA, PREDS, NA))
+    assert ap(squad_eval.precision_recall(DATA, PREDS, with_extra)) == ap(
+        squad_eval.precision_recall(DATA, PREDS, NA)
+    )
     with pytest.raises(ValueError, match="no-answer probability"):
         squad_eval.precision_recall(DATA, PREDS, {"a": 0.1})
 
@@ -103,10 +129,14 @@ def test_write_figures_failure_leaves_nothing(tmp_path):
         squad_eval.write_figures(str(tmp_path), figs)
     assert os.listdir(tmp_path) == [os.path.basename(blocker)]
     paths = squad_eval.write_figures(str(tmp_path / "new" / "dir"), figs)
-    assert sorted(os.path.basename(p) for p in paths) == PNGS and sorted(os.listdir(tmp_path / "new/dir")) == PNGS
+    assert (
+        sorted(os.path.basename(p) for p in paths) == PNGS
+        and sorted(os.listdir(tmp_path / "new/dir")) == PNGS
+    )
 
 
 # --- the command ---
+
 
 @pytest.fixture
 def workdir():
@@ -129,15 +159,24 @@ def run_eval(d, *args, as_nobody=False):
         os.chown(env["MPLCONFIGDIR"], NOBODY, NOBODY)
     argv = [f"{d}/data.json", f"{d}/pred.json"] + [a.format(d=d) for a in args]
     try:
-        return subprocess.run(prefix + [sys.executable, os.path.join(ROOT, "squad_eval.py")] + argv,
-                              cwd=ROOT, env=env, capture_output=True, text=True)
+        return subprocess.run(
+            prefix + [sys.executable, os.path.join(ROOT, "squad_eval.py")] + argv,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
     finally:
         if prefix:
             shutil.rmtree(env["MPLCONFIGDIR"])
 
 
 def listing(d):
-    return sorted(os.path.relpath(os.path.join(root, n), d) for root, dirs, files in os.walk(d) for n in dirs + files)
+    return sorted(
+        os.path.relpath(os.path.join(root, n), d)
+        for root, dirs, files in os.walk(d)
+        for n in dirs + files
+    )
 
 
 def one_error(proc, code, *words):
@@ -149,12 +188,16 @@ def one_error(proc, code, *words):
 
 
 def test_cli_writes_official_files_and_keys(workdir):
-    proc = run_eval(workdir, "-n", "{d}/na.json", "--out-image-dir", "{d}/images/new", as_nobody=True)  # makes both
+    proc = run_eval(
+        workdir, "-n", "{d}/na.json", "--out-image-dir", "{d}/images/new", as_nobody=True
+    )  # makes both
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     out = json.loads(proc.stdout)
     expected = squad_eval.evaluate(DATA, PREDS, NA)
     expected.update(pr_exact_ap=50.0, pr_f1_ap=62.5, pr_oracle_ap=100 * 29 / 36)
-    assert out == pytest.approx(expected) and list(out) == list(expected)  # AP keys last, as official
+    assert out == pytest.approx(expected) and list(out) == list(
+        expected
+    )  # AP keys last, as official
     assert sorted(os.listdir(f"{workdir}/images/new")) == PNGS
     for name in PNGS:
         with open(f"{workdir}/images/new/{name}", "rb") as f:
@@ -181,13 +224,16 @@ def test_cli_no_ap_keys_without_image_dir(workdir):
     assert proc.returncode == 0 and not any(k.startswith("pr_") for k in json.loads(proc.stdout))
 
 
-@pytest.mark.parametrize("args, code, words", [
-    (["-p", "{d}/img"], 2, ["--out-image-dir", "--na-prob-file"]),
-    (["--out-image-dir", "{d}/img", "-o", "{d}/out.json"], 2, ["--na-prob-file"]),
-    (["-n", "{d}/na.json", "-p", ""], 2, ["--out-image-dir", "empty path"]),
-    (["-n", "{d}/na.json", "-p", "{d}/na.json/img"], 1, ["{d}/na.json", "not a directory"]),
-    (["-n", "{d}/missing.json", "-p", "{d}/img"], 1, ["{d}/missing.json"]),  # no image dir made
-])
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["-p", "{d}/img"], 2, ["--out-image-dir", "--na-prob-file"]),
+        (["--out-image-dir", "{d}/img", "-o", "{d}/out.json"], 2, ["--na-prob-file"]),
+        (["-n", "{d}/na.json", "-p", ""], 2, ["--out-image-dir", "empty path"]),
+        (["-n", "{d}/na.json", "-p", "{d}/na.json/img"], 1, ["{d}/na.json", "not a directory"]),
+        (["-n", "{d}/missing.json", "-p", "{d}/img"], 1, ["{d}/missing.json"]),  # no image dir made
+    ],
+)
 def test_cli_bad_usage(workdir, args, code, words):
     before = listing(workdir)
     proc = run_eval(workdir, *args)
@@ -200,6 +246,8 @@ def test_cli_unwritable_image_dir(workdir, image_dir):
     os.mkdir(f"{workdir}/ro")
     os.chmod(f"{workdir}/ro", 0o555)
     before = listing(workdir)
-    proc = run_eval(workdir, "-n", "{d}/na.json", "-p", image_dir, "-o", "{d}/out.json", as_nobody=True)
+    proc = run_eval(
+        workdir, "-n", "{d}/na.json", "-p", image_dir, "-o", "{d}/out.json", as_nobody=True
+    )
     one_error(proc, 1, image_dir.format(d=workdir), "permission denied")
     assert listing(workdir) == before  # no image, temp file, directory or metrics file

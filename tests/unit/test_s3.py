@@ -1,6 +1,7 @@
 """s3.py against a real S3-compatible server (moto's, on 127.0.0.1, started here): round trips
 with multipart, verification, atomic replacement, and the error messages of real error answers
 (moto checks signatures and IAM policies once its auth is switched on, see `enforced_auth`)."""
+
 import contextlib
 import hashlib
 import json
@@ -14,12 +15,12 @@ import uuid
 
 import boto3
 import pytest
+from conftest import ROOT
 from moto.server import ThreadedMotoServer
 
 import cache
 import errors
 import s3
-from conftest import ROOT
 
 MiB = 1 << 20
 SMALL_PARTS = {"multipart_threshold": 5 * MiB, "part_size": 5 * MiB}  # 5 MiB: S3's smallest part
@@ -39,10 +40,20 @@ def endpoint():
 def aws_env(monkeypatch, tmp_path):
     """Fake credentials only from the environment: no profile, config file or instance role
     from this machine can leak in, and no proxy sits between us and 127.0.0.1."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                 "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_RETRY_MODE", "HTTP_PROXY", "HTTPS_PROXY",
-                 "http_proxy", "https_proxy"):
+    for name in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_RETRY_MODE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -99,9 +110,14 @@ def make_tree(root, big: bool = False) -> dict:
 def enforced_auth(endpoint):
     """moto checks signatures and IAM policies while this is open (its /moto-api/reset-auth
     sets how many requests pass unchecked: 0), and passes everything again afterwards."""
+
     def reset(count: bytes) -> None:
-        request = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=count, method="POST",
-                                         headers={"Content-Type": "text/plain"})
+        request = urllib.request.Request(
+            f"{endpoint}/moto-api/reset-auth",
+            data=count,
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert json.load(response)["status"] == "ok"
 
@@ -116,9 +132,17 @@ def enforced_auth(endpoint):
 def iam_keys(endpoint):
     """Access keys of two IAM users, made while auth is off: `allowed` may do anything in S3,
     `denied` has no policy."""
-    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
-    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+    iam = boto3.client(
+        "iam",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+    }
     keys = {}
     for user in ("allowed", "denied"):
         name = f"{user}-{uuid.uuid4().hex[:8]}"
@@ -141,13 +165,19 @@ def test_split_uri():
 
 def test_upload_then_download_dir_round_trip(endpoint, client, bucket, tmp_path):
     files = make_tree(tmp_path / "src", big=True)
-    manifest = s3.upload_dir(str(tmp_path / "src"), f"s3://{bucket}/runs/1", endpoint_url=endpoint, **SMALL_PARTS)
-    assert manifest == {rel: {"bytes": len(data), "sha256": sha256(data)} for rel, data in files.items()}
+    manifest = s3.upload_dir(
+        str(tmp_path / "src"), f"s3://{bucket}/runs/1", endpoint_url=endpoint, **SMALL_PARTS
+    )
+    assert manifest == {
+        rel: {"bytes": len(data), "sha256": sha256(data)} for rel, data in files.items()
+    }
 
     head = client.head_object(Bucket=bucket, Key="runs/1/big.bin")
     assert head["ETag"].strip('"').endswith("-3"), "the 11 MiB file should have gone up in 3 parts"
     assert head["Metadata"]["sha256"] == sha256(files["big.bin"])
-    assert client.head_object(Bucket=bucket, Key="runs/1/sub/deeper/empty")["Metadata"]["sha256"] == sha256(b"")
+    assert client.head_object(Bucket=bucket, Key="runs/1/sub/deeper/empty")["Metadata"][
+        "sha256"
+    ] == sha256(b"")
 
     dest = tmp_path / "out" / "model"
     dest.mkdir(parents=True)
@@ -170,10 +200,14 @@ def test_prefix_is_a_whole_directory(endpoint, bucket, tmp_path):
 
 def test_download_file(endpoint, client, bucket, tmp_path, monkeypatch):
     data = b"x" * 1000 + b"end"
-    client.put_object(Bucket=bucket, Key="data/train.json", Body=data, Metadata={"sha256": sha256(data)})
+    client.put_object(
+        Bucket=bucket, Key="data/train.json", Body=data, Metadata={"sha256": sha256(data)}
+    )
     dest = tmp_path / "new" / "train.json"
     assert s3.download_file(f"s3://{bucket}/data/train.json", str(dest), endpoint_url=endpoint) == {
-        "bytes": len(data), "sha256": sha256(data)}
+        "bytes": len(data),
+        "sha256": sha256(data),
+    }
     assert dest.read_bytes() == data
     assert partials(dest.parent) == []
 
@@ -189,25 +223,37 @@ def test_download_file_through_parts(endpoint, client, bucket, tmp_path):
     data = os.urandom(11 * MiB)
     client.put_object(Bucket=bucket, Key="big", Body=data, Metadata={"sha256": sha256(data)})
     dest = tmp_path / "big"
-    assert s3.download_file(f"s3://{bucket}/big", str(dest), endpoint_url=endpoint, **SMALL_PARTS)["bytes"] == len(data)
+    assert s3.download_file(f"s3://{bucket}/big", str(dest), endpoint_url=endpoint, **SMALL_PARTS)[
+        "bytes"
+    ] == len(data)
     assert dest.read_bytes() == data
 
 
 def test_missing_bucket(endpoint, tmp_path):
     make_tree(tmp_path / "src")
     missing = f"missing-{uuid.uuid4().hex[:8]}"
-    calls = [lambda: s3.download_file(f"s3://{missing}/a.txt", str(tmp_path / "a.txt"), endpoint_url=endpoint),
-             lambda: s3.download_dir(f"s3://{missing}/run", str(tmp_path / "out"), endpoint_url=endpoint),
-             lambda: s3.upload_dir(str(tmp_path / "src"), f"s3://{missing}/run", endpoint_url=endpoint)]
+    calls = [
+        lambda: s3.download_file(
+            f"s3://{missing}/a.txt", str(tmp_path / "a.txt"), endpoint_url=endpoint
+        ),
+        lambda: s3.download_dir(
+            f"s3://{missing}/run", str(tmp_path / "out"), endpoint_url=endpoint
+        ),
+        lambda: s3.upload_dir(str(tmp_path / "src"), f"s3://{missing}/run", endpoint_url=endpoint),
+    ]
     for call in calls:
-        with pytest.raises(s3.S3Error, match=f"s3://{missing}: no such bucket at {endpoint}.*create the bucket"):
+        with pytest.raises(
+            s3.S3Error, match=f"s3://{missing}: no such bucket at {endpoint}.*create the bucket"
+        ):
             call()
     assert sorted(os.listdir(tmp_path)) == ["src"]
 
 
 def test_missing_key(endpoint, bucket, tmp_path):
     with pytest.raises(s3.S3Error, match=f"s3://{bucket}/data/nope.json: no such object"):
-        s3.download_file(f"s3://{bucket}/data/nope.json", str(tmp_path / "nope.json"), endpoint_url=endpoint)
+        s3.download_file(
+            f"s3://{bucket}/data/nope.json", str(tmp_path / "nope.json"), endpoint_url=endpoint
+        )
     with pytest.raises(s3.S3Error, match=f"s3://{bucket}/empty/: no objects under this prefix"):
         s3.download_dir(f"s3://{bucket}/empty", str(tmp_path / "out"), endpoint_url=endpoint)
     with pytest.raises(s3.S3Error, match="names no object"):
@@ -215,22 +261,28 @@ def test_missing_key(endpoint, bucket, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_credentials_checked_by_the_server(endpoint, client, bucket, iam_keys, tmp_path, monkeypatch):
+def test_credentials_checked_by_the_server(
+    endpoint, client, bucket, iam_keys, tmp_path, monkeypatch
+):
     make_tree(tmp_path / "src")
     client.put_object(Bucket=bucket, Key="k.txt", Body=b"secret")
     uri, dest = f"s3://{bucket}/k.txt", str(tmp_path / "k.txt")
     allowed_id, allowed_secret = iam_keys["allowed"]
-    cases = [((allowed_id, allowed_secret), None),
-             (("AKIAUNKNOWN000000000", "whatever"), "the access key ID is unknown.*AWS_ACCESS_KEY_ID"),
-             ((allowed_id, "not-the-secret"), "the secret key does not match.*AWS_SECRET_ACCESS_KEY"),
-             (iam_keys["denied"], "access denied.*IAM and bucket policies")]
+    cases = [
+        ((allowed_id, allowed_secret), None),
+        (("AKIAUNKNOWN000000000", "whatever"), "the access key ID is unknown.*AWS_ACCESS_KEY_ID"),
+        ((allowed_id, "not-the-secret"), "the secret key does not match.*AWS_SECRET_ACCESS_KEY"),
+        (iam_keys["denied"], "access denied.*IAM and bucket policies"),
+    ]
     with enforced_auth(endpoint):
         for (key_id, secret), message in cases:
             monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
             monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
             if message is None:  # the server really checks: the right key still works
                 assert s3.download_file(uri, dest, endpoint_url=endpoint)["bytes"] == 6
-                assert s3.upload_dir(str(tmp_path / "src"), f"s3://{bucket}/up", endpoint_url=endpoint)
+                assert s3.upload_dir(
+                    str(tmp_path / "src"), f"s3://{bucket}/up", endpoint_url=endpoint
+                )
                 continue
             with pytest.raises(s3.S3Error, match=f"s3://{bucket}/k.txt: {message}"):
                 s3.download_file(uri, dest, endpoint_url=endpoint)  # HEAD: a bare 403, then a probe
@@ -242,7 +294,9 @@ def test_credentials_checked_by_the_server(endpoint, client, bucket, iam_keys, t
 def test_no_credentials(endpoint, bucket, tmp_path, monkeypatch):
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    with pytest.raises(s3.S3Error, match=f"s3://{bucket}/k: no AWS credentials found.*AWS_ACCESS_KEY_ID"):
+    with pytest.raises(
+        s3.S3Error, match=f"s3://{bucket}/k: no AWS credentials found.*AWS_ACCESS_KEY_ID"
+    ):
         s3.download_file(f"s3://{bucket}/k", str(tmp_path / "k"), endpoint_url=endpoint)
 
 
@@ -256,7 +310,9 @@ def test_unreachable_endpoint(tmp_path):
 
 def test_failed_download_keeps_destination(endpoint, client, bucket, tmp_path):
     # The bytes arrive in full, but do not match the sha256 the object claims.
-    client.put_object(Bucket=bucket, Key="run/good.txt", Body=b"good", Metadata={"sha256": sha256(b"good")})
+    client.put_object(
+        Bucket=bucket, Key="run/good.txt", Body=b"good", Metadata={"sha256": sha256(b"good")}
+    )
     client.put_object(Bucket=bucket, Key="run/zbad.txt", Body=b"bad", Metadata={"sha256": "0" * 64})
     dest = tmp_path / "bad.txt"
     dest.write_bytes(b"previous")
@@ -292,8 +348,13 @@ def test_cli_round_trip(endpoint, bucket, tmp_path):
     files = make_tree(tmp_path / "src")
 
     def cli(*args):
-        return subprocess.run([sys.executable, os.path.join(ROOT, "s3.py"), *args, "--endpoint-url", endpoint],
-                              capture_output=True, text=True, timeout=60, env=dict(os.environ))
+        return subprocess.run(
+            [sys.executable, os.path.join(ROOT, "s3.py"), *args, "--endpoint-url", endpoint],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ),
+        )
 
     up = cli("upload", str(tmp_path / "src"), f"s3://{bucket}/cli")
     assert up.returncode == 0, up.stderr
@@ -306,11 +367,15 @@ def test_cli_round_trip(endpoint, bucket, tmp_path):
     assert read_tree(tmp_path / "back") == files
 
     failed = cli("download", f"s3://{bucket}-missing/cli", str(tmp_path / "never"))
-    assert failed.returncode == 1 and f"error: s3://{bucket}-missing: no such bucket" in failed.stderr
+    assert (
+        failed.returncode == 1 and f"error: s3://{bucket}-missing: no such bucket" in failed.stderr
+    )
     assert not (tmp_path / "never").exists()
 
 
-def test_training_data_from_s3_is_cached_and_verified(endpoint, client, bucket, tmp_path, squad_files, monkeypatch):
+def test_training_data_from_s3_is_cached_and_verified(
+    endpoint, client, bucket, tmp_path, squad_files, monkeypatch
+):
     """cache.fetch streams s3:// training files into the cache, reuses the verified copy, and
     reports a missing key as a DataError naming it."""
     import data
