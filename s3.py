@@ -233,16 +233,16 @@ def download_file(
 def _local_files(local_dir: str) -> List[str]:
     if not os.path.isdir(local_dir):
         raise S3Error(f"{local_dir}: no such directory; pass the directory to upload")
-    files = []
+    found = []
     for root, dirs, names in os.walk(local_dir):
         dirs.sort()
         for name in sorted(names):
             path = os.path.join(root, name)
             if os.path.isfile(path):
-                files.append(os.path.relpath(path, local_dir).replace(os.sep, "/"))
-    if not files:
+                found.append(os.path.relpath(path, local_dir).replace(os.sep, "/"))
+    if not found:
         raise S3Error(f"{local_dir}: holds no files, nothing to upload")
-    return files
+    return found
 
 
 def upload_dir(
@@ -258,7 +258,7 @@ def upload_dir(
     are not in local_dir are left alone. Returns {relative path: {"bytes", "sha256"}}."""
     bucket, prefix = split_uri(uri_prefix)
     prefix = _dir_prefix(prefix)
-    files = _local_files(local_dir)
+    relative_paths = _local_files(local_dir)
     with _translated(bucket, prefix or None, endpoint_url):
         client = _client(endpoint_url)
     endpoint = client.meta.endpoint_url
@@ -266,7 +266,7 @@ def upload_dir(
     with create_transfer_manager(
         client, _transfer_config(multipart_threshold, part_size)
     ) as manager:
-        for rel in files:
+        for rel in relative_paths:
             path, key = os.path.join(local_dir, *rel.split("/")), prefix + rel
             n, digest = files.size_and_sha256(path)
             with _translated(bucket, key, endpoint):

@@ -10,6 +10,8 @@ question's only gold answer is ""; exact and F1 are the maximum over gold answer
 no-answer probability exceeds the threshold counts as answered with "". Scores are percentages.
 With --na-prob-file, --out-image-dir (-p) adds pr_exact_ap, pr_f1_ap and pr_oracle_ap and draws the
 precision-recall curves and no-answer histograms there (see `pr_curve`; needs matplotlib).
+As a library it also writes the files it reads and writes (`write_predictions`, `write_figures`)
+for the trial's evaluation and predict.py.
 
 Every mistake in the command's arguments or files ends as one `error: ...` line on stderr with exit
 code 2 (bad arguments) or 1 (a bad or unreadable file); the output file is written atomically.

@@ -486,15 +486,15 @@ def listing(cache):
     }
 
 
-def assert_nothing_half_written(cache, before, failed_split):
+def assert_nothing_half_written(cache_dir, before, failed_split):
     """New in the cache: only its folders, lock files and complete entries of other splits."""
-    for path in sorted(listing(cache) - before):
+    for path in sorted(listing(cache_dir) - before):
         parts = path.split(os.sep)
         if path in ("features", "downloads") or path.endswith(".lock"):
             continue
         if parts[0] == "features" and not parts[1].startswith("."):
             assert (
-                cache.load_entry(os.path.join(cache, "features", parts[1])).manifest["split"]
+                cache.load_entry(os.path.join(cache_dir, "features", parts[1])).manifest["split"]
                 != failed_split
             )
             continue
@@ -762,18 +762,18 @@ def test_read_only_download_cache_serves_verified_copy(tmp_path, served, lock_fa
     site, url = served
     with open(os.path.join(site, "dev-ro.json"), "w") as f:
         json.dump(dataset("validation", 10), f)
-    cache = str(tmp_path / "cache")
-    first = cache.fetch(f"{url}/dev-ro.json", cache)
+    cache_dir = str(tmp_path / "cache")
+    first = cache.fetch(f"{url}/dev-ro.json", cache_dir)
     lock_fails(errno.EROFS)
-    assert cache.fetch(f"{url}/dev-ro.json", cache) == first
+    assert cache.fetch(f"{url}/dev-ro.json", cache_dir) == first
     with pytest.raises(
         errors.DataError, match="no verified copy in .*read-only or not writable.*data.py prepare"
     ):
-        cache.fetch(f"{url}/never-downloaded.json", cache)
+        cache.fetch(f"{url}/never-downloaded.json", cache_dir)
     with open(first, "ab") as f:
         f.write(b" ")
     with pytest.raises(errors.DataError, match="expected .*cannot be downloaded again here"):
-        cache.fetch(f"{url}/dev-ro.json", cache)
+        cache.fetch(f"{url}/dev-ro.json", cache_dir)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,11 +71,11 @@ def test_builder_killed_midway_never_leaves_a_partial_entry(tmp_path, tiny_model
     big.write_text(
         json.dumps(make_squad_data.make_dataset(3000, 7, 1, "big"))
     )  # 3 batches of 1,000
-    cache = tmp_path / "cache"
+    cache_dir = tmp_path / "cache"
     reference = loader(tiny_model, str(big), tmp_path / "reference")
     expected = json.loads(reference.communicate(timeout=300)[0].strip().splitlines()[-1])["digest"]
     for marker in ("building train features", "featurized 1000/3000", "featurized 3000/3000"):
-        p = loader(tiny_model, str(big), cache, workers=2)
+        p = loader(tiny_model, str(big), cache_dir, workers=2)
         deadline = time.time() + 120
         while time.time() < deadline:
             line = p.stderr.readline()
@@ -86,18 +86,18 @@ def test_builder_killed_midway_never_leaves_a_partial_entry(tmp_path, tiny_model
         p.wait()
         published = [
             d
-            for d in os.listdir(cache / "features")
+            for d in os.listdir(cache_dir / "features")
             if not d.startswith(".") and not d.endswith(".lock")
         ]
         for entry in published:  # anything published must be complete and verify
-            cache.load_entry(str(cache / "features" / entry))
-    p = loader(tiny_model, str(big), cache)
+            cache.load_entry(str(cache_dir / "features" / entry))
+    p = loader(tiny_model, str(big), cache_dir)
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err[-2000:]
     # "built" when every kill landed before the publish (the usual case); a builder that got its
     # rename in just before the last kill leaves a complete entry, which is loaded.
     assert json.loads(out.strip().splitlines()[-1])["digest"] == expected
-    assert not [d for d in os.listdir(cache / "features") if d.startswith(".partial-")]
+    assert not [d for d in os.listdir(cache_dir / "features") if d.startswith(".partial-")]
 
 
 def test_prepare_command_builds_then_loads(tmp_path, squad_files, tiny_model):
@@ -293,32 +293,32 @@ def test_https_download_verified_once_and_reused(tmp_path, squad_files, monkeypa
             url,
             {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()},
         )
-        cache = tmp_path / "cache"
-        first = cache.fetch(url, str(cache))
+        cache_dir = tmp_path / "cache"
+        first = cache.fetch(url, str(cache_dir))
         assert open(first, "rb").read() == body and len(requests) == 1
         assert (
-            cache.fetch(url, str(cache)) == first and len(requests) == 1
+            cache.fetch(url, str(cache_dir)) == first and len(requests) == 1
         )  # verified copy reused, no request
         good = dict(constants.KNOWN_DATASETS[url])
         monkeypatch.setitem(constants.KNOWN_DATASETS, url, {**good, "sha256": "0" * 64})
         with pytest.raises(errors.DataError, match="does not match the known"):
-            cache.fetch(url, str(cache))
-        assert not [f for f in os.listdir(cache / "downloads") if f.startswith(".partial-")]
+            cache.fetch(url, str(cache_dir))
+        assert not [f for f in os.listdir(cache_dir / "downloads") if f.startswith(".partial-")]
         monkeypatch.setitem(constants.KNOWN_DATASETS, url, good)
         # A URL with no registered checksum gets one recorded at download; a damaged cached copy is
         # then caught and fetched again.
         unknown = url.replace("dev.json", "dev.json?unregistered")
-        copy = cache.fetch(unknown, str(cache))
+        copy = cache.fetch(unknown, str(cache_dir))
         with open(copy, "ab") as f:
             f.write(b" ")
         assert (
-            open(cache.fetch(unknown, str(cache)), "rb").read() == body
+            open(cache.fetch(unknown, str(cache_dir)), "rb").read() == body
             and requests[-2:] == [requests[-1]] * 2
         )
         server.shutdown()
         server.server_close()  # no network from here: the verified cached copies still serve
-        assert open(cache.fetch(url, str(cache)), "rb").read() == body
-        assert open(cache.fetch(unknown, str(cache)), "rb").read() == body
+        assert open(cache.fetch(url, str(cache_dir)), "rb").read() == body
+        assert open(cache.fetch(unknown, str(cache_dir)), "rb").read() == body
     finally:
         server.server_close()
 
