@@ -251,10 +251,10 @@ def main(argv=None) -> Dict[str, Any]:
     # The settings first, on every rank: a config mistake ends here, before any download,
     # featurization or model load.
     if on_cluster:
-        # The experiment config's parts through public APIs: the data section, this trial's
-        # hyperparameters and the slots it was given.
+        # The experiment config's parts through public APIs: the data section (user_data is {}
+        # when the section is missing), this trial's hyperparameters and the slots it was given.
         config = {
-            "data": info.user_data,
+            "data": info.user_data or None,
             "resources": {"slots_per_trial": sum(info.container_slot_counts)},
         }
         resolved = settings.resolve(config, "experiment config", hparams=info.trial.hparams)
