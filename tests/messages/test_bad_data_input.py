@@ -404,9 +404,9 @@ def env(shared, work):
 READER = """
 import sys
 sys.path.insert(0, {root!r})
-import data
+import cache, data, errors
 try:
-    data.{call}({path!r}, *{args!r})
+    {call}({path!r}, *{args!r})
 except errors.DataError as err:
     print("DataError:", err)
 """
