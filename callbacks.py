@@ -70,9 +70,10 @@ class ConsolidateShardedOptimizer(pytorch.PyTorchCallback):
             return
         periods = (hp["checkpoint_period_batches"], hp["validation_period_batches"])
         boundary = any(p and done % int(p) == 0 for p in periods)
-        # Private: PyTorchTrialContext has no public preemption question; its core context's
-        # should_preempt is collective (every rank asks, the chief answers), so every rank calls it
-        # here, and auto_ack=False leaves the acknowledgement to Determined's own later question.
+        # Private (checked against determined 0.38.1): PyTorchTrialContext has no public
+        # preemption question; its core context's should_preempt is collective (every rank asks,
+        # the chief answers), so every rank calls it here, and auto_ack=False leaves the
+        # acknowledgement to Determined's own later question.
         preempted = self.trial.context._core.preempt.should_preempt(auto_ack=False)
         if boundary or preempted or done >= self.trial.total_batches or self.gathered_at is None:
             optimizer.consolidate_state_dict(to=0)
@@ -121,9 +122,10 @@ def predictions_root(output_dir: Optional[str]) -> str:
 def resume_at(steps_completed: int):
     """Determined's local mode always restarts the data loader and batch counter at 0 when
     resuming, so a resumed local run would replay the first batches. On a cluster the master
-    supplies steps_completed; locally we supply it from the checkpoint's metadata. Private:
-    Trainer.fit builds pytorch._PyTorchTrialController with steps_completed from the cluster info
-    and takes no such argument itself, so the class is replaced for the duration of fit."""
+    supplies steps_completed; locally we supply it from the checkpoint's metadata. Private
+    (checked against determined 0.38.1): Trainer.fit builds pytorch._PyTorchTrialController with
+    steps_completed from the cluster info and takes no such argument itself, so the class is
+    replaced for the duration of fit."""
     if not steps_completed:
         yield
         return
@@ -143,6 +145,7 @@ def resume_at(steps_completed: int):
 
 def set_local_tensorboard_dir(context: pytorch.PyTorchTrialContext, path: str) -> None:
     """Determined's local train context has no TensorBoard directory of its own, and det.pytorch.init
-    takes none (core's local init does, but pytorch.init does not pass it on). Private: the train
-    context's _tbd_directory, which its public get_tensorboard_path returns."""
+    takes none (core's local init does, but pytorch.init does not pass it on). Private (checked
+    against determined 0.38.1): the train context's _tbd_directory, which its public
+    get_tensorboard_path returns."""
     context._core.train._tbd_directory = path
