@@ -96,7 +96,9 @@ def gpu_peak(name: str, amp: str) -> tuple:
 
 def peak_flops(device: torch.device, amp: str = "bf16") -> tuple:
     if device.type == "cuda":
-        tflops, note = gpu_peak(torch.cuda.get_device_name(device), "fp16" if amp == "fp16" else "bf16")
+        if amp not in ("bf16", "fp16"):
+            return float("nan"), f"amp {amp}: the table holds 16-bit tensor-core peaks only"
+        tflops, note = gpu_peak(torch.cuda.get_device_name(device), amp)
         return (float("nan") if tflops is None else tflops * 1e12), note
     rate = cpu_matmul_rate()
     return rate, f"CPU float32 2048^3 matmul measured in this run: {rate / 1e9:.1f} GFLOP/s"
