@@ -1,6 +1,7 @@
 """Training and evaluation speed benchmarks (not tests). Each prints one JSON object on its last line.
 
-    python bench/train_bench.py train_step [--shape S] [--amp bf16|fp16|none] [--batch B]
+    python bench/train_bench.py train_step [--shape S] [--amp bf16|fp16|none] [--batch B] [--device cpu|cuda]
+    python bench/train_bench.py eval_step  [--shape S] [--amp ...] [--batches 2,8,32] [--device ...]
     python bench/train_bench.py bucketing  [--shape S] [--amp ...] [--batch B]
     python bench/train_bench.py postprocess [--questions 12000]
     python bench/train_bench.py eval_traffic   # bytes sent per validation at 8 and 64 ranks
@@ -12,13 +13,16 @@ and the JSON says so.
 
 Model FLOPs per training sequence of S tokens: 3 x layers x S x (24 H^2 + 4 S H) (forward matmuls
 and attention, x3 for forward + backward); with H = 4096, 12 layers, S = 384: 5.65 TFLOP.
-MFU = achieved model FLOP/s / peak. Peak: the GPU's dense bf16/fp16 tensor peak from its
-datasheet (H100/H200 SXM: 989 TFLOP/s; A100: 312) or, on a CPU, the float32 matmul rate measured
-in the same run (a 2048^3 matmul), so the CPU figure is relative to what this machine can do.
+MFU = achieved model FLOP/s / peak. Peak: the GPU's dense (no sparsity) bf16 or fp16 tensor peak
+from GPU_PEAK_TFLOPS (each row names its source; MFU is null for a GPU not in it, and for bf16 on
+GPUs without bf16 tensor cores) or, on a CPU, the float32 matmul rate measured in the same run (a
+2048^3 matmul), so the CPU figure is relative to what this machine can do. --amp on a CPU runs CPU
+autocast in that dtype (fp16 with a gradient scaler, as on a GPU); the CPU default is fp32.
 """
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import re
@@ -42,12 +46,42 @@ XXLARGE = dict(
     num_attention_heads=64,
     intermediate_size=16384,
 )
-GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}
+# Dense bf16 / fp16 tensor-core peaks, TFLOP/s (None: no bf16 tensor cores). First pattern that
+# matches torch.cuda.get_device_name wins, so variants come before their family.
+GPU_PEAK_TFLOPS = [
+    (r"H200 NVL", 836.0, 836.0, "NVIDIA H200 datasheet (NVL; 1,671 with sparsity)"),
+    (r"H200", 989.0, 989.0, "NVIDIA H200 datasheet (SXM; 1,979 with sparsity)"),
+    (r"H100 NVL", 835.0, 835.0, "NVIDIA H100 datasheet (NVL; 1,671 with sparsity)"),
+    (r"H100 PCIe", 756.0, 756.0, "NVIDIA H100 datasheet (PCIe; 1,513 with sparsity)"),
+    (r"H100", 989.0, 989.0, "NVIDIA H100 datasheet (SXM; 1,979 with sparsity)"),
+    (r"A100", 312.0, 312.0, "NVIDIA A100 datasheet (SXM and PCIe; 624 with sparsity)"),
+    (
+        r"A10G",
+        70.0,
+        70.0,
+        "Baseten's A10 vs A10G comparison (AWS-only part; NVIDIA publishes no A10G datasheet)",
+    ),
+    (r"L40S", 362.0, 362.0, "NVIDIA L40S datasheet (733 with sparsity)"),
+    (r"\bL4\b", 121.0, 121.0, "NVIDIA L4 datasheet (242 with sparsity)"),
+    (r"\bT4\b", None, 65.0, "NVIDIA T4 datasheet (mixed precision FP16/FP32; no bf16)"),
+    (r"V100S", None, 130.0, "NVIDIA V100S datasheet (PCIe; no bf16)"),
+    (r"V100.*PCIE", None, 112.0, "NVIDIA V100 datasheet (PCIe; no bf16)"),
+    (r"V100", None, 125.0, "NVIDIA V100 datasheet (SXM2; no bf16)"),
+]
 
 
 def shape_config(shape: str) -> dict:
     if shape == "albert-xxlarge-v2":
         return dict(XXLARGE)
+    if shape == "tiny":  # bench/gpu_check.py's CPU smoke run: the same code, seconds not minutes
+        return dict(
+            vocab_size=1000,
+            embedding_size=32,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=256,
+        )
     if shape.startswith("albert-xxlarge-v2/"):
         k = int(shape.split("/")[1])
         return dict(
@@ -56,7 +90,9 @@ def shape_config(shape: str) -> dict:
             num_attention_heads=64 // k,
             intermediate_size=16384 // k,
         )
-    raise SystemExit(f"unknown --shape {shape!r}: use albert-xxlarge-v2 or albert-xxlarge-v2/K")
+    raise SystemExit(
+        f"unknown --shape {shape!r}: use albert-xxlarge-v2, albert-xxlarge-v2/K or tiny"
+    )
 
 
 def build_model(shape: str, device: torch.device):
@@ -74,31 +110,47 @@ def flops_per_sequence(config, tokens: int) -> float:
     return 3.0 * config.num_hidden_layers * tokens * (24 * h * h + 4 * tokens * h)
 
 
-def peak_flops(device: torch.device) -> tuple:
+def gpu_peak(name: str, amp: str) -> tuple:
+    """(dense TFLOP/s or None, source) for a GPU name and amp (bf16 | fp16)."""
+    for pattern, bf16, fp16, source in GPU_PEAK_TFLOPS:
+        if re.search(pattern, name, re.IGNORECASE):
+            tflops = bf16 if amp == "bf16" else fp16
+            if tflops is None:
+                return None, f"{name}: no {amp} tensor-core peak ({source})"
+            return tflops, f"{name} dense {amp}: {tflops} TFLOP/s ({source})"
+    return None, f"{name}: no peak known (add it to GPU_PEAK_TFLOPS in bench/train_bench.py)"
+
+
+def peak_flops(device: torch.device, amp: str = "bf16") -> tuple:
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, tflops in GPU_PEAK_TFLOPS.items():
-            if key in name:
-                return tflops * 1e12, f"{name} datasheet dense bf16: {tflops} TFLOP/s"
-        return float("nan"), f"{name}: no datasheet peak known"
+        if amp not in ("bf16", "fp16"):
+            return float("nan"), f"amp {amp}: the table holds 16-bit tensor-core peaks only"
+        tflops, note = gpu_peak(torch.cuda.get_device_name(device), amp)
+        return (float("nan") if tflops is None else tflops * 1e12), note
+    rate = cpu_matmul_rate()
+    return rate, f"CPU float32 2048^3 matmul measured in this run: {rate / 1e9:.1f} GFLOP/s"
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_matmul_rate() -> float:
+    """float32 FLOP/s of a 2048^3 matmul on this CPU, measured once per process."""
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     a @ b
     t = time.perf_counter()
     for _ in range(5):
         a @ b
-    rate = 5 * 2 * 2048**3 / (time.perf_counter() - t)
-    return rate, f"CPU float32 2048^3 matmul measured in this run: {rate / 1e9:.1f} GFLOP/s"
+    return 5 * 2 * 2048**3 / (time.perf_counter() - t)
 
 
 def autocast(device, amp):
-    if amp == "none" or device.type == "cpu":
+    if amp == "none":
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 def time_steps(model, batches, device, amp, optimizer, warmup=2):
     """Seconds per batch over `batches` (a list of (input_ids, attention_mask)), after warmup."""
-    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" and device.type == "cuda" else None
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
 
     def step(ids, mask):
         labels = torch.zeros(ids.shape[0], dtype=torch.long, device=device)
@@ -136,22 +188,23 @@ def random_batch(batch, seq, device, vocab):
 
 
 def cmd_train_step(args, device):
+    seq = getattr(args, "seq", 384)
     model, config = build_model(args.shape, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     batches = [
-        random_batch(args.batch, 384, device, config.vocab_size) for _ in range(args.steps + 2)
+        random_batch(args.batch, seq, device, config.vocab_size) for _ in range(args.steps + 2)
     ]
     seconds = time_steps(model, batches, device, args.amp, optimizer)
-    peak, peak_note = peak_flops(device)
-    achieved = args.batch * flops_per_sequence(config, 384) / seconds
+    peak, peak_note = peak_flops(device, args.amp)
+    achieved = args.batch * flops_per_sequence(config, seq) / seconds
     return {
         "device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
         "shape": args.shape,
-        "seq_len": 384,
+        "seq_len": seq,
         "batch": args.batch,
         "amp": args.amp,
         "examples_per_s": round(args.batch / seconds, 3),
-        "tokens_per_s": round(args.batch * 384 / seconds, 1),
+        "tokens_per_s": round(args.batch * seq / seconds, 1),
         "mfu": round(achieved / peak, 4) if peak == peak else None,
         "achieved_tflops": round(achieved / 1e12, 3),
         "peak": peak_note,
@@ -160,6 +213,47 @@ def cmd_train_step(args, device):
         else None,
         "attention": config._attn_implementation,
     }
+
+
+def cmd_eval_step(args, device):
+    """Validation throughput: forward passes under torch.inference_mode and autocast, at each batch
+    size in args.batches, full-length sequences; examples/s and (on a GPU) peak memory per size."""
+    seq = getattr(args, "seq", 384)
+    model, config = build_model(args.shape, device)
+    model.eval()
+    out = {
+        "device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
+        "shape": args.shape,
+        "seq_len": seq,
+        "amp": args.amp,
+        "by_batch": {},
+    }
+    for batch in args.batches:
+        row = {}
+        try:
+            batches = [
+                random_batch(batch, seq, device, config.vocab_size) for _ in range(args.steps + 1)
+            ]
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            with torch.inference_mode(), autocast(device, args.amp):
+                model(input_ids=batches[0][0], attention_mask=batches[0][1])  # warmup
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+                for ids, mask in batches[1:]:
+                    model(input_ids=ids, attention_mask=mask)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+            row["examples_per_s"] = round(batch * args.steps / (time.perf_counter() - t), 2)
+            if device.type == "cuda":
+                row["peak_mem_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        except RuntimeError as err:  # out of memory at a large batch: record it, try the next size
+            row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
+        out["by_batch"][str(batch)] = row
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return out
 
 
 def squad_lengths(n_questions=3000, seed=5):
@@ -385,7 +479,11 @@ def main():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "command", choices=["train_step", "bucketing", "postprocess", "eval_traffic"]
+        "command", choices=["train_step", "eval_step", "bucketing", "postprocess", "eval_traffic"]
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    parser.add_argument(
+        "--batches", default="2,8,32", help="eval_step: batch sizes, comma-separated"
     )
     parser.add_argument(
         "--shape", help="albert-xxlarge-v2 (GPU default) or albert-xxlarge-v2/K (CPU default K=8)"
@@ -398,7 +496,16 @@ def main():
     for flag in ("batch", "steps", "questions"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag} {getattr(args, flag)}: give 1 or more")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA GPU")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        args.batches = [int(b) for b in args.batches.split(",")]
+        assert all(b >= 1 for b in args.batches)
+    except (ValueError, AssertionError):
+        parser.error(
+            f"--batches {args.batches}: give batch sizes >= 1 separated by commas, e.g. 2,8,32"
+        )
     args.shape = args.shape or (
         "albert-xxlarge-v2" if device.type == "cuda" else "albert-xxlarge-v2/8"
     )
@@ -406,13 +513,16 @@ def main():
     args.batch = args.batch or (32 if device.type == "cuda" else 8)
     command = {
         "train_step": cmd_train_step,
+        "eval_step": cmd_eval_step,
         "bucketing": cmd_bucketing,
         "postprocess": cmd_postprocess,
         "eval_traffic": cmd_eval_traffic,
     }[args.command]
     result = command(args, device)
-    if device.type == "cpu" and args.command in ("train_step", "bucketing"):
-        result["note"] = f"CPU run: scaled-down shape {args.shape}, fp32"
+    if device.type == "cpu" and args.command in ("train_step", "eval_step", "bucketing"):
+        result["note"] = f"CPU run: shape {args.shape}, " + (
+            "fp32" if args.amp == "none" else f"CPU autocast {args.amp}"
+        )
     print(json.dumps(result))
 
 
