@@ -186,3 +186,17 @@ def test_hook_from_pypi_adds_the_same_packages(tmp_path):
     assert "installing from PyPI" in shell.stderr
     if "wheelhouse" in ADDED:
         assert added == ADDED["wheelhouse"]
+
+
+@needs_image
+def test_hook_stops_the_task_on_a_wheelhouse_without_the_wheels(tmp_path):
+    python = new_container(tmp_path / "container")
+    (tmp_path / "empty-wheelhouse").mkdir()
+    env = container_env(tmp_path, python, str(tmp_path / "empty-wheelhouse"))
+    image_packages = freeze(python, env)
+    shell, _, after = source_hook(env, tmp_path / "state", then="echo trial started", prefix=network_cut())
+    assert shell.returncode == 1 and after is None and "trial started" not in shell.stdout
+    assert "rebuild it on a machine with internet: python3 task_image.py wheels" in shell.stderr
+    version = python_output(python, "import sys; print('%d.%d' % sys.version_info[:2])")
+    assert f"--python-version {version} --torch-version" in shell.stderr
+    assert freeze(python, env) == image_packages
