@@ -4,7 +4,7 @@ trial.
 
     python3 task_image.py            # which requirement set fits this image (stdout), and why (stderr)
     python3 task_image.py install    # what startup-hook.sh runs: install what this image lacks
-    python3 task_image.py wheels DIR [--python-version 3.10] [--torch-version 2.3.0a0] [--platform TAG]...
+    python3 task_image.py wheels DIR [--python-version 3.10] [--torch-version 2.3.0a0] [--arch x86_64 | --platform TAG...]
 
 `install` adds the packages below at the pins of the set that fits the image, and any other package
 of that set the image lacks, and changes nothing the image has: every installed distribution is a
@@ -180,7 +180,8 @@ def install():
         if wheelhouse:
             command += ["--no-index", "--find-links", wheelhouse, "--only-binary", ":all:"]
         start = time.time()
-        code = subprocess.call(command)
+        # Task containers run pip as root; the variable (not the flag) because an older pip ignores it.
+        code = subprocess.call(command, env=dict(os.environ, PIP_ROOT_USER_ACTION="ignore"))
         os.remove(constraint_file)
         if code != 0:
             log("pip could not install %s without changing a package this image has (pip says which above). %s"
@@ -220,9 +221,10 @@ def wheels(argv):
                         help="the task image's Python, major.minor (default %(default)s: Determined 0.38.1's image)")
     parser.add_argument("--torch-version", default=DEFAULT_TORCH,
                         help="the task image's PyTorch; with the Python it picks the requirement set (default %(default)s)")
+    parser.add_argument("--arch", default="x86_64", help="the nodes' machine, for the default platforms (aarch64 for ARM)")
     parser.add_argument("--platform", action="append",
-                        help="a pip platform tag the image runs, repeatable (default: manylinux up to glibc 2.%d, x86_64)"
-                        % DEFAULT_GLIBC_MINOR)
+                        help="a pip platform tag the image runs, repeatable; replaces the default, manylinux up to "
+                        "glibc 2.%d (list every one the image runs: pip does not widen them)" % DEFAULT_GLIBC_MINOR)
     args = parser.parse_args(argv)
     match = re.match(r"^(\d+)\.(\d+)$", args.python_version)
     if not match:
@@ -237,12 +239,13 @@ def wheels(argv):
     requirements = ["%s==%s" % pin for pin in read_pins(name) if canonical(pin[0]) not in image]
     command = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
                "--implementation", "cp", "--python-version", "%d.%d" % python, "--dest", args.dir]
-    for tag in args.platform or default_platforms():
+    platforms = args.platform or default_platforms(arch=args.arch)
+    for tag in platforms:
         command += ["--platform", tag]
     sys.stderr.write("%s for %s: downloading %s into %s\n" % (name, reason, " ".join(requirements), args.dir))
     if subprocess.call(command + requirements) != 0:
         sys.stderr.write("error: pip could not download every wheel for Python %d.%d on %s (its message is above)\n"
-                         % (python + (", ".join(args.platform or default_platforms()[:1]),)))
+                         % (python + (" ".join(platforms),)))
         return 1
     sys.stderr.write("wrote %d wheels to %s. On the cluster, set %s to this directory as the task containers see it "
                      "(the default is %s); README, section \"Offline clusters\".\n"

@@ -7,7 +7,8 @@ import subprocess
 from conftest import ROOT
 
 # Builtins with a redirection run in the entrypoint's own shell (a $(...) subshell would drop -e).
-RECORD = 'set +o > "$HOOK_STATE/options-{0}"; shopt -p > "$HOOK_STATE/shopt-{0}"; echo "$-" > "$HOOK_STATE/flags-{0}"'
+RECORD = ('set +o > "$HOOK_STATE/options-{0}"; shopt -p > "$HOOK_STATE/shopt-{0}"; echo "$-" > "$HOOK_STATE/flags-{0}"; '
+          'echo "$EPOCHREALTIME" > "$HOOK_STATE/time-{0}"')
 ENTRYPOINT = "\n".join([
     "set -e",
     "set -x",
@@ -32,3 +33,9 @@ def source_hook(env, state_dir, then="", prefix=(), timeout=900):
         return "".join(open(p).read() for p in paths)
 
     return proc, options("before"), options("after")
+
+
+def hook_seconds(state_dir):
+    """Wall time of `source startup-hook.sh` in the last source_hook with this state_dir."""
+    before, after = (float(open(os.path.join(state_dir, f"time-{when}")).read()) for when in ("before", "after"))
+    return after - before
