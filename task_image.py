@@ -184,8 +184,8 @@ def install():
         code = subprocess.call(command, env=dict(os.environ, PIP_ROOT_USER_ACTION="ignore"))
         os.remove(constraint_file)
         if code != 0:
-            log("pip could not install %s without changing a package this image has (pip says which above). %s"
-                % (" ".join(wanted), rebuild_hint(wheelhouse, torch_version) if wheelhouse else
+            log("pip could not install %s from %s while keeping every package this image has (pip's reason is "
+                "above). %s" % (" ".join(wanted), source, rebuild_hint(wheelhouse, torch_version) if wheelhouse else
                    "Use an image whose packages fit (README, section \"Task image\")."))
             return 1
         log("installed in %.1f s" % (time.time() - start))
@@ -199,9 +199,10 @@ def install():
 
 
 def rebuild_hint(wheelhouse, torch_version):
-    return ("If the wheelhouse was built for another Python, platform or set, rebuild it on a machine with "
-            "internet: python3 task_image.py wheels %s --python-version %d.%d --torch-version %s; README, "
-            "section \"Offline clusters\"." % (wheelhouse, sys.version_info[0], sys.version_info[1], torch_version))
+    return ("If the wheelhouse was made for another Python, platform or set, make it again on a machine with "
+            "internet, DIR being %s as that machine sees it: python3 task_image.py wheels DIR --python-version %d.%d "
+            "--torch-version %s; README, section \"Offline clusters\"."
+            % (wheelhouse, sys.version_info[0], sys.version_info[1], torch_version))
 
 
 def default_platforms(glibc_minor=DEFAULT_GLIBC_MINOR, arch="x86_64"):
