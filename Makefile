@@ -2,10 +2,12 @@
 PYTHON ?= python3
 VENV := .venv
 VENV_OLDEST := .venv-oldest
+VENV_IMAGE := .venv-image
+IMAGE := tests/image
 PY := $(VENV)/bin/python
 GEN := generated
 
-.PHONY: demo test test-oldest lint bench venv data clean
+.PHONY: demo test test-oldest test-image lint bench venv data clean
 
 $(VENV)/installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +21,16 @@ $(VENV_OLDEST)/installed: requirements-oldest.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV_OLDEST)
 	$(VENV_OLDEST)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV_OLDEST)/bin/python -m pip install --quiet -r requirements-oldest.txt -r requirements-dev.txt
+	touch $@
+
+# A stand-in for the cluster's default task image, built from nothing (tests/image/requirements.txt
+# says how it differs). The image test never changes it: each "container" is a layer over it.
+# deepspeed's sdist imports torch to build, so it goes in last, without build isolation.
+$(VENV_IMAGE)/installed: $(IMAGE)/requirements.txt $(IMAGE)/requirements-deepspeed.txt
+	rm -rf $(VENV_IMAGE)
+	$(PYTHON) -m venv $(VENV_IMAGE)
+	$(VENV_IMAGE)/bin/python -m pip install --quiet -r $(IMAGE)/requirements.txt
+	$(VENV_IMAGE)/bin/python -m pip install --quiet --no-build-isolation -r $(IMAGE)/requirements-deepspeed.txt
 	touch $@
 
 venv: $(VENV)/installed
@@ -47,6 +59,12 @@ test: data lint
 test-oldest: data $(VENV_OLDEST)/installed
 	TINY_ALBERT_DIR=$(GEN)/tiny-albert $(VENV_OLDEST)/bin/python -m pytest -q tests -m "not newest_stack"
 
+# startup-hook.sh in that image, sourced as Determined sources it: offline from a wheelhouse made
+# with `task_image.py wheels` (network cut with unshare -n where allowed) then a run to metrics,
+# and from PyPI; both must only add packages. CI runs it after `make test-oldest`.
+test-image: data $(VENV_IMAGE)/installed
+	IMAGE_VENV=$(VENV_IMAGE) TINY_ALBERT_DIR=$(GEN)/tiny-albert $(PY) -m pytest -q -s tests/cluster/test_image.py
+
 # Benchmarks (not tests): each prints one JSON object on its last line; see bench/RESULTS.md.
 bench: venv
 	$(PY) bench/data_bench.py --questions 130000
@@ -56,4 +74,4 @@ bench: venv
 	$(PY) bench/train_bench.py train_step
 
 clean:
-	rm -rf $(GEN) outputs runs .pytest_cache $(VENV_OLDEST)
+	rm -rf $(GEN) outputs runs .pytest_cache $(VENV_OLDEST) $(VENV_IMAGE)

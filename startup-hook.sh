@@ -1,14 +1,9 @@
 #!/bin/bash
-# Determined runs this in every task container before the trial starts. The task image provides
-# PyTorch built for its CUDA (and Determined itself); this adds what the trial needs on top, never
-# replacing either. task_image.py picks the pinned set that fits the image: requirements.txt
-# (Python >= 3.11 and PyTorch >= 2.6) or requirements-oldest.txt (Python >= 3.10, PyTorch >= 2.3,
-# such as Determined 0.38's default image), and refuses, naming what is missing, where none fits.
-set -euo pipefail
-requirements=$(python3 task_image.py)
-grep -v -E '^(torch|determined)==' "$requirements" | python3 -m pip install --quiet -r /dev/stdin
-python3 -c 'import sys, sentencepiece; from transformers.utils import is_torch_available; sys.exit(not is_torch_available())' || {
-    echo "startup-hook.sh: after installing $requirements, transformers cannot use this image's PyTorch" \
-         "($(python3 -c 'import torch; print(torch.__version__)' 2>&1 | tail -1)); README, section \"Task image\"." >&2
-    exit 1
-}
+# Determined runs this in every task container before the trial starts. Its entrypoint SOURCES it
+# (Determined 0.38.1, master/static/srv/entrypoint.sh: `set -e`, `set -x`, then
+# `test -f startup-hook.sh && source startup-hook.sh`), so this file must not exit, set shell
+# options or leave variables behind: one command, whose failure stops the task under `set -e`.
+# task_image.py installs what the trial needs that the image lacks and changes nothing the image has,
+# from the wheelhouse $SQUAD_WHEELHOUSE (default /mnt/data/wheelhouse) when there is one, else from
+# PyPI; README, sections "Task image" and "Offline clusters".
+"${DET_PYTHON_EXECUTABLE:-python3}" task_image.py install

@@ -10,6 +10,7 @@ import sys
 import pytest
 import yaml
 from conftest import ROOT
+from hook_shell import source_hook
 
 import errors
 import settings
@@ -218,32 +219,50 @@ def test_search_config_is_adaptive_asha_matching_the_training_length():
         settings.resolve(config, "search_asha.yaml")
 
 
-def test_startup_hook_installs_the_set_that_fits_and_refuses_an_image_with_no_set(tmp_path):
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-
-    def hook(**extra):
-        return subprocess.run(
-            ["bash", "startup-hook.sh"],
-            cwd=ROOT,
-            env={**env, **extra},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+def test_startup_hook_sourced_as_determined_does(tmp_path):
+    # `python3` on the PATH is not the image's Python: the hook must use $DET_PYTHON_EXECUTABLE.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text('#!/bin/sh\necho "python3 from PATH ran: $*" >&2\nexit 97\n')
+    (bin_dir / "python3").chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin",
+        "DET_PYTHON_EXECUTABLE": sys.executable,
+        "SQUAD_WHEELHOUSE": "",
+    }
 
     import torch
 
     expected, _ = task_image.choose(sys.version_info, torch.__version__)
-    ok = hook()  # this environment has exactly the pins of its set: pip has nothing to fetch
+    # This environment has exactly the pins of its set: nothing to install, no network.
+    ok, before, after = source_hook(env, tmp_path / "ok", then='echo "flags after the hook: $-"')
     assert ok.returncode == 0, ok.stderr[-2000:]
-    assert f"installing {expected} for Python" in ok.stderr
-    # An image with PyTorch 2.2: a torch 2.2.2 distribution first on the path. Refused before pip runs.
+    assert f"{expected} fits this image (Python" in ok.stderr and "nothing to install" in ok.stderr
+    assert (
+        before == after
+        and "set -o errexit" in after
+        and "set +o nounset" in after
+        and "set +o pipefail" in after
+    )
+    assert "flags after the hook: ehB" in ok.stdout  # `set +x` ran: the entrypoint's shell went on
+    # Without DET_PYTHON_EXECUTABLE the hook falls back to python3.
+    unset = {k: v for k, v in env.items() if k != "DET_PYTHON_EXECUTABLE"}
+    fallback, _, _ = source_hook(unset, tmp_path / "fallback")
+    assert (
+        fallback.returncode == 97
+        and "python3 from PATH ran: task_image.py install" in fallback.stderr
+    )
+    # An image with PyTorch 2.2: a torch 2.2.2 distribution first on the path. Refused before pip
+    # runs; under `set -e` the entrypoint's shell stops at the hook.
     (tmp_path / "torch-2.2.2.dist-info").mkdir()
     (tmp_path / "torch-2.2.2.dist-info" / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: torch\nVersion: 2.2.2\n"
     )
-    old = hook(PYTHONPATH=str(tmp_path))
-    assert old.returncode == 1
+    old, _, after = source_hook(
+        {**env, "PYTHONPATH": str(tmp_path)}, tmp_path / "old", then="echo trial started"
+    )
+    assert old.returncode == 1 and after is None and "trial started" not in old.stdout
     assert "this task image has PyTorch 2.2.2; the trial needs PyTorch 2.3 or newer" in old.stderr
     assert "environment.image" in old.stderr and "installing" not in old.stderr
 
