@@ -13,7 +13,8 @@ Each step is a plain function a test can call on its own:
     python data.py audit SQUAD.json --model MODEL
 """
 
-import contextlib
+import concurrent.futures
+import concurrent.futures.process
 import dataclasses
 import json
 import logging
@@ -259,29 +260,47 @@ def featurize(
     started, done = time.time(), 0
     with tempfile.TemporaryDirectory(prefix="features-", dir=tmp_dir) as tmp:
         _WORK.update(examples=examples, tokenizer=tokenizer, spec=spec, training=training, dir=tmp)
+        pool = None
         try:
-            with contextlib.ExitStack() as stack:
-                if workers > 1 and len(bounds) > 1:
-                    pool = stack.enter_context(
-                        multiprocessing.get_context("fork").Pool(
-                            workers, initializer=_worker_init, initargs=(os.getpid(),)
-                        )
+            if workers > 1 and len(bounds) > 1:
+                # Not multiprocessing.Pool: it replaces a worker killed alone (the OOM killer's
+                # way) and waits forever for the chunk it held. The executor fails all at once.
+                pool = concurrent.futures.ProcessPoolExecutor(
+                    workers,
+                    mp_context=multiprocessing.get_context("fork"),
+                    initializer=_worker_init,
+                    initargs=(os.getpid(),),
+                )
+                results = (
+                    f.result()
+                    for f in concurrent.futures.as_completed(
+                        [pool.submit(_featurize_chunk, b) for b in bounds]
                     )
-                    results = pool.imap_unordered(_featurize_chunk, bounds)
-                else:
-                    results = map(_featurize_chunk, bounds)
-                for questions, _ in results:
-                    done += questions
-                    rate = done / max(time.time() - started, 1e-9)
-                    logger.info(
-                        "featurized %d/%d questions (%.0f/s, ETA %.0fs)",
-                        done,
-                        n,
-                        rate,
-                        (n - done) / rate,
-                    )
+                )
+            else:
+                results = map(_featurize_chunk, bounds)
+            for questions, _ in results:
+                done += questions
+                rate = done / max(time.time() - started, 1e-9)
+                logger.info(
+                    "featurized %d/%d questions (%.0f/s, ETA %.0fs)",
+                    done,
+                    n,
+                    rate,
+                    (n - done) / rate,
+                )
+        except concurrent.futures.process.BrokenProcessPool as err:
+            raise DataError(
+                f"a feature worker process died while tokenizing ({workers} workers); the likely "
+                "cause is memory: the out-of-memory killer ends one worker at a time. Use fewer "
+                "workers (`data.py prepare --workers N`, or data.feature_workers in the config) or "
+                "give the job more memory. Nothing was added to the cache."
+            ) from err
         finally:
             _WORK.clear()
+            if pool is not None:
+                # On an error or Ctrl-C: no waiting for chunks nobody will read.
+                pool.shutdown(wait=True, cancel_futures=True)
         names = sorted({f.split(".")[1] for f in os.listdir(tmp)})
         return {
             name: np.concatenate(
@@ -305,7 +324,46 @@ def load_or_build_features(
 ) -> Tuple[cache.Features, str]:
     """Features for `source` (its first `max_examples` valid questions, when given), built at most
     once per key by whichever process gets the lock first; every other process (any rank, any
-    trial, any host sharing `cache_dir`) waits and loads. Returns (features, "built" | "loaded")."""
+    trial, any host sharing `cache_dir`) waits and loads. Returns (features, "built" | "loaded").
+
+    skip_invalid is not part of the key: an entry records how many records its build skipped,
+    and a run that would refuse those records refuses the entry with the error it would have
+    raised, so the same file is never tokenized twice for the two settings."""
+    features, status = _load_or_build_features(
+        source,
+        tokenizer,
+        spec,
+        split,
+        cache_dir,
+        do_lower_case,
+        skip_invalid,
+        lock_timeout,
+        workers,
+        max_examples,
+    )
+    skipped = features.manifest.get("skipped_examples", 0)
+    if skipped and skip_invalid is not True:
+        # Reading again (no tokenizing) names the first invalid record exactly as a build would.
+        read_squad(cache.fetch(source, cache_dir), split, False, source=source)
+        raise DataError(
+            f"{source}: its cached features skipped {skipped} invalid records; fix them, or set "
+            "data.skip_invalid_examples: true."
+        )
+    return features, status
+
+
+def _load_or_build_features(
+    source: str,
+    tokenizer,
+    spec: FeatureSpec,
+    split: str,
+    cache_dir: str,
+    do_lower_case: bool,
+    skip_invalid: bool,
+    lock_timeout: float,
+    workers: int,
+    max_examples: Optional[int],
+) -> Tuple[cache.Features, str]:
     path = cache.fetch(source, cache_dir)
     key = cache.cache_key(
         files.sha256_file(path), tokenizer, spec, do_lower_case, split, max_examples
