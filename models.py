@@ -74,7 +74,36 @@ def load_tokenizer(name: str, do_lower_case: bool = True):
         raise DataError(
             f"{where}: no usable tokenizer: it has no vocabulary besides its special tokens. {fix}"
         )
+    _apply_lower_case(tokenizer, do_lower_case)
     return tokenizer
+
+
+def _apply_lower_case(tokenizer, do_lower_case: bool) -> None:
+    """transformers 4.57 keeps whatever lowercasing a tokenizer.json holds and ignores
+    do_lower_case (5.x applies it): set it on the backend's normalizer, so both ends of the
+    supported range tokenize alike. Families without the setting (RoBERTa) are left alone."""
+    if not hasattr(tokenizer, "do_lower_case"):
+        return
+    from tokenizers import Tokenizer
+
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    before = json.dumps(state["normalizer"], sort_keys=True)
+    norm = state["normalizer"]
+    if norm is not None and norm["type"] == "BertNormalizer":
+        norm["lowercase"] = do_lower_case
+    else:
+        steps = norm["normalizers"] if norm and norm["type"] == "Sequence" else [norm] * bool(norm)
+        steps = [s for s in steps if s["type"] != "Lowercase"]
+        state["normalizer"] = {
+            "type": "Sequence",
+            "normalizers": steps + [{"type": "Lowercase"}] * do_lower_case,
+        }
+    if json.dumps(state["normalizer"], sort_keys=True) != before:
+        logger.info(
+            "%s tokenizer: do_lower_case=%s applied", type(tokenizer).__name__, do_lower_case
+        )
+        tokenizer.backend_tokenizer.normalizer = Tokenizer.from_str(json.dumps(state)).normalizer
+        tokenizer.do_lower_case = do_lower_case
 
 
 def load_model_config(name: str):

@@ -96,3 +96,16 @@ def test_feature_worker_killed_alone_ends_the_build_with_the_cause(tmp_path, tin
     assert last.startswith("error: ") and "memory" in last and "--workers" in last, last
     features = tmp_path / "cache" / "features"
     assert [n for n in os.listdir(features) if not n.endswith(".lock")] == []
+
+
+def test_do_lower_case_is_applied_on_both_stacks(tiny_model):
+    """transformers 4.57 ignores do_lower_case for a tokenizer.json (5.x applies it); the project
+    applies it itself, so a cased run tokenizes cased on either stack."""
+    import models
+
+    text = "Kesel NORTAVEZ founded Vorbelor"
+    lower = models.load_tokenizer(tiny_model, True)
+    cased = models.load_tokenizer(tiny_model, False)
+    assert lower.tokenize(text) == lower.tokenize(text.lower())
+    assert cased.tokenize(text) != cased.tokenize(text.lower())
+    assert "".join(cased.tokenize(text)).replace("\u2581", "") == text.replace(" ", "")
