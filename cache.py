@@ -295,7 +295,7 @@ def load_entry(entry: str) -> Features:
 
 def make_cache_dir(path: str) -> None:
     try:
-        os.makedirs(path, exist_ok=True)  # an existing directory is fine, even read-only
+        files.make_dirs(path)  # an existing directory is fine, even read-only
     except OSError as err:
         raise DataError(
             f"{path}: cannot create the cache directory ({err.strerror}). {CACHE_FIX}"
@@ -309,7 +309,9 @@ def acquire(lock_path: str, timeout: float, what: str):
     the caller may then only read complete entries (published by an atomic rename, never changed).
     filelock uses flock(): the OS releases it when its holder dies, however it dies, so a crashed
     builder never blocks others."""
-    lock = filelock.FileLock(lock_path)
+    # In a directory shared by a group, every member must be able to take the lock later.
+    shared = files.group_shared(os.path.dirname(os.path.abspath(lock_path)))
+    lock = filelock.FileLock(lock_path, **({"mode": 0o664} if shared else {}))
     started, locked = time.time(), False
     while True:
         waited = time.time() - started

@@ -24,6 +24,7 @@ from typing import Any, Dict, Optional
 from determined import pytorch
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
+import files
 import models
 import qa_pipeline
 
@@ -43,12 +44,15 @@ class CheckpointExtras(pytorch.PyTorchCallback):
         hf = os.path.join(checkpoint_dir, "hf")
         model = models.unwrap(self.trial.model)
         carried = models.squad_settings(self.trial.hp, model.config, self.trial.last_metrics)
-        qa_pipeline.save(
-            model, self.trial.tokenizer, carried, hf, weights=self.trial.hp["export_hf_model"]
-        )
+        # Published whole: a full disk ends as errors.DiskFull naming it, with nothing half-written.
+        with files.atomic_dir(hf) as tmp:
+            qa_pipeline.save(
+                model, self.trial.tokenizer, carried, tmp, weights=self.trial.hp["export_hf_model"]
+            )
         last = self.trial.evaluator.last_dir
         if last and os.path.isdir(last):
-            shutil.copytree(last, os.path.join(checkpoint_dir, "predictions"), dirs_exist_ok=True)
+            with files.atomic_dir(os.path.join(checkpoint_dir, "predictions")) as tmp:
+                shutil.copytree(last, tmp, dirs_exist_ok=True)
 
 
 class ConsolidateShardedOptimizer(pytorch.PyTorchCallback):

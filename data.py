@@ -259,6 +259,7 @@ def featurize(
     bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
     started, done = time.time(), 0
     with tempfile.TemporaryDirectory(prefix="features-", dir=tmp_dir) as tmp:
+        files.share(tmp)  # mkdtemp's 0700 would keep a group's next builder from removing it
         _WORK.update(examples=examples, tokenizer=tokenizer, spec=spec, training=training, dir=tmp)
         pool = None
         try:

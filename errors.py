@@ -42,6 +42,18 @@ class DataError(UserError, ValueError):
     """Bad input data: the message names the file, the record and what to do (exit 1)."""
 
 
+class DiskFull(UserError):
+    """A write that ran out of space or quota (exit 1): names the filesystem. Not an OSError, so
+    nothing retries it as if a network had failed."""
+
+    def __init__(self, path: str, err: Exception):
+        folder = os.path.dirname(os.path.abspath(path))
+        super().__init__(
+            f"the filesystem at {folder} is full ({getattr(err, 'strerror', None) or err}); nothing was left "
+            "half-written. Free space there (or raise the quota), or write elsewhere, and run again."
+        )
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are the project's: one `error:` line and exit 2 (argparse's own
     also prints the usage)."""

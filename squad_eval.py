@@ -289,12 +289,14 @@ def write_figures(out_dir: str, figs: dict) -> List[str]:
                     stack.enter_context(files.atomic_file(os.path.join(out_dir, name))), "wb"
                 ) as f:
                     f.write(png)
-    except OSError as err:
+    except (OSError, errors.DiskFull) as err:
         for path in made[::-1]:
             try:
                 os.rmdir(path)
             except OSError:
                 pass
+        if isinstance(err, errors.DiskFull):
+            raise
         raise errors.UserError(
             f"{out_dir}: cannot write the images: {err.strerror or err}; "
             "choose a writable --out-image-dir"

@@ -109,3 +109,107 @@ def test_do_lower_case_is_applied_on_both_stacks(tiny_model):
     assert lower.tokenize(text) == lower.tokenize(text.lower())
     assert cased.tokenize(text) != cased.tokenize(text.lower())
     assert "".join(cased.tokenize(text)).replace("\u2581", "") == text.replace(" ", "")
+
+
+# ---------------------------------------------------------------------------------------------
+# a full filesystem: a small tmpfs mounted by the test (root only)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 2 MiB tmpfs; skipped where mounting is refused (not root, no CAP_SYS_ADMIN)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
+    if proc.returncode:
+        pytest.skip(f"mounting a tmpfs was refused: {proc.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+def fill(folder, leave):
+    """Fills the filesystem of `folder` until `leave` bytes are free."""
+    st = os.statvfs(folder)
+    with open(os.path.join(folder, "filler"), "ab") as f:
+        f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
+
+
+def visible(folder):
+    return sorted(n for n in os.listdir(folder) if n != "filler")
+
+
+def test_full_filesystem_is_named_and_nothing_is_half_written(
+    small_fs, tmp_path, tokenizer, tiny_model
+):
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    import cache
+    import constants
+    import files
+    import models
+    import squad_eval
+
+    def expect_full(call):
+        with pytest.raises(errors.DiskFull, match=f"the filesystem at {small_fs}.* is full"):
+            call()
+
+    # A feature build larger than the filesystem (the arrays of 3,000 questions: several MiB).
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps(make_squad_data.make_dataset(3000, 7, 1, "train")))
+    expect_full(
+        lambda: data.load_or_build_features(str(big), tokenizer, SPEC, "train", str(small_fs))
+    )
+    features = small_fs / "features"
+    assert [n for n in os.listdir(features) if not n.endswith(".lock")] == []
+
+    # A download that does not fit: named, tried once (not retried as a network failure).
+    served = tmp_path / "site"
+    served.mkdir()
+    body = big.read_bytes() + b" " * (3 << 20)  # larger than the filesystem
+    (served / "big.json").write_bytes(body)
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requests.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(served))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/big.json"
+    constants.KNOWN_DATASETS[url] = {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    try:
+        expect_full(lambda: cache.fetch(url, str(small_fs)))
+    finally:
+        del constants.KNOWN_DATASETS[url]
+        server.shutdown()
+    assert len(requests) == 1
+    assert [n for n in os.listdir(small_fs / "downloads") if not n.endswith(".lock")] == []
+
+    # A model directory (export.py, the checkpoint's hf/ and --save-model share this publish),
+    # predictions and pictures, on a filesystem left with a few KiB.
+    fill(small_fs, 64 << 10)
+    expect_full(lambda: models.save_model(tiny_model, str(small_fs / "model")))
+    predictions = {f"q{i}": "an answer " * 20 for i in range(2000)}
+    expect_full(
+        lambda: squad_eval.write_predictions(
+            str(small_fs / "preds"), predictions, {}, {}, {"exact": 1.0}
+        )
+    )
+    assert os.listdir(small_fs / "preds") == []
+    fill(small_fs, 4 << 10)
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    fig.add_subplot().plot(range(100))
+    expect_full(lambda: squad_eval.write_figures(str(small_fs / "pictures"), {"curve.png": fig}))
+    assert visible(small_fs) == ["downloads", "features", "preds"]
