@@ -4,6 +4,7 @@ feature worker killed alone, a cache shared by a group, a full filesystem, debri
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -153,7 +154,6 @@ def test_full_filesystem_is_named_and_nothing_is_half_written(
 
     import cache
     import constants
-    import files
     import models
     import squad_eval
 
@@ -213,3 +213,67 @@ def test_full_filesystem_is_named_and_nothing_is_half_written(
     fig.add_subplot().plot(range(100))
     expect_full(lambda: squad_eval.write_figures(str(small_fs / "pictures"), {"curve.png": fig}))
     assert visible(small_fs) == ["downloads", "features", "preds"]
+
+
+# ---------------------------------------------------------------------------------------------
+# debris after SIGKILL: the next publish of the same target sweeps it
+# ---------------------------------------------------------------------------------------------
+
+KILLED_WRITER = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import files
+target, how = sys.argv[1], sys.argv[2]
+if how == "dir":  # export.py, data.py prepare --save-model, the checkpoint's hf/
+    with files.atomic_dir(target) as tmp:
+        open(os.path.join(tmp, "config.json"), "w").write("{{}}")
+        os.kill(os.getpid(), signal.SIGKILL)
+elif how == "between-renames":  # an export over an earlier one, killed between its two renames
+    files.os.replace = lambda a, b, real=os.replace: (
+        real(a, b), b.endswith(".tmp") and os.kill(os.getpid(), signal.SIGKILL))
+    with files.atomic_dir(target) as tmp:
+        open(os.path.join(tmp, "config.json"), "w").write("{{}}")
+else:  # downloads, predictions, metrics
+    with files.atomic_file(target) as tmp:
+        open(tmp, "w").write("half")
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_publishes_killed_midway_leave_debris_the_next_run_sweeps(tmp_path, tiny_model):
+    import files
+    import models
+
+    def killed(target, how):
+        code = KILLED_WRITER.format(root=ROOT)
+        proc = subprocess.run([sys.executable, "-c", code, str(target), how], timeout=120)
+        assert proc.returncode == -signal.SIGKILL
+
+    def hidden(folder):
+        return sorted(n for n in os.listdir(folder) if n.startswith("."))
+
+    model = tmp_path / "model"
+    killed(model, "dir")
+    assert not model.exists() and len(hidden(tmp_path)) == 1  # invisible, but there
+    # A temporary directory of a live writer of this host (here: pytest's parent) is left alone.
+    keep = tmp_path / f".partial-model.{socket.gethostname()}-{os.getppid()}.tmp"
+    keep.mkdir()
+    models.save_model(tiny_model, str(model))
+    assert (model / "config.json").is_file() and hidden(tmp_path) == [keep.name]
+    os.rmdir(keep)
+
+    # Killed between moving the earlier export aside and renaming the new one in: the earlier one
+    # is put back by the next run, the half-published one removed.
+    killed(model, "between-renames")
+    assert not model.exists() and len(hidden(tmp_path)) == 2
+    files.sweep_debris(str(model))
+    assert (model / "model.safetensors").is_file() and hidden(tmp_path) == []
+    models.save_model(tiny_model, str(model))
+    assert (model / "model.safetensors").is_file() and hidden(tmp_path) == []
+
+    target = tmp_path / "download.json"
+    killed(target, "file")
+    assert not target.exists() and len(hidden(tmp_path)) == 1
+    with files.atomic_file(str(target)) as tmp, open(tmp, "w") as f:
+        f.write("whole")
+    assert target.read_text() == "whole" and hidden(tmp_path) == []
