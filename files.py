@@ -97,15 +97,17 @@ def group_shared(folder: str) -> bool:
     return bool(mode & stat.S_ISGID and mode & stat.S_IWGRP)
 
 
-def share(path: str, mode: Optional[int] = None) -> None:
+def share(path: str, mode: Optional[int] = None, shared: Optional[bool] = None) -> None:
     """Sets `path`'s mode (default: kept), adding group read/write (and setgid on directories)
-    when its directory is shared by a group, as git's core.sharedRepository=group does; never
-    world-writable."""
+    when its directory is shared by a group (or `shared`), as git's core.sharedRepository=group
+    does; never world-writable."""
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
         return
     new = stat.S_IMODE(st.st_mode) if mode is None else mode
-    if group_shared(os.path.dirname(os.path.abspath(path))):
+    if shared is None:
+        shared = group_shared(os.path.dirname(os.path.abspath(path)))
+    if shared:
         new |= stat.S_IRGRP | stat.S_IWGRP
         if stat.S_ISDIR(st.st_mode):
             new |= stat.S_IXGRP | stat.S_ISGID
@@ -190,14 +192,17 @@ def atomic_dir(path: str) -> Iterator[str]:
     try:
         make_dirs(os.path.dirname(tmp))
         os.mkdir(tmp)
+        # Decided by the target's directory: a group's next writer must be able to sweep it.
+        shared = group_shared(os.path.dirname(tmp))
+        share(tmp, shared=shared)
         yield tmp
         for root, dirs, names in os.walk(tmp):
             for name in names:
                 _fsync(os.path.join(root, name))
-                share(os.path.join(root, name))
+                share(os.path.join(root, name), shared=shared)
             for name in dirs:
-                share(os.path.join(root, name))
-        share(tmp, 0o755)
+                share(os.path.join(root, name), shared=shared)
+        share(tmp, 0o755, shared)
         _replace_dir(tmp, os.path.abspath(path))
     except Exception as err:  # noqa: BLE001 (re-raised unless the filesystem is full)
         full = disk_full(err, tmp)

@@ -277,3 +277,114 @@ def test_publishes_killed_midway_leave_debris_the_next_run_sweeps(tmp_path, tiny
     with files.atomic_file(str(target)) as tmp, open(tmp, "w") as f:
         f.write("whole")
     assert target.read_text() == "whole" and hidden(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# a cache shared by a group: two users, umask 022
+# ---------------------------------------------------------------------------------------------
+
+
+# data.py prepare with the usual umask (set here: a shell in between may not be able to run this
+# Python where it lies under root's home).
+UMASK_022_PREPARE = """
+import os, runpy, sys
+os.umask(0o022)
+sys.argv = ["data.py", *sys.argv[1:]]
+runpy.run_path("data.py", run_name="__main__")
+"""
+
+
+@pytest.fixture
+def group_users():
+    """Two new users of one new group: ((uid, gid), (uid, gid)); removed afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("creating users needs root")
+    group, names = "sqgrp20", ["sqa20", "sqb20"]
+    subprocess.run(["userdel", names[0]], capture_output=True)
+    subprocess.run(["userdel", names[1]], capture_output=True)
+    subprocess.run(["groupdel", group], capture_output=True)
+    proc = subprocess.run(["groupadd", group], capture_output=True, text=True)
+    if proc.returncode:
+        pytest.skip(f"groupadd refused: {proc.stderr.strip()}")
+    try:
+        for name in names:
+            subprocess.run(["useradd", "-M", "-N", "-g", group, name], check=True)
+        import pwd
+
+        yield [(pwd.getpwnam(n).pw_uid, pwd.getpwnam(n).pw_gid) for n in names]
+    finally:
+        for name in names:
+            subprocess.run(["userdel", name], capture_output=True)
+        subprocess.run(["groupdel", group], capture_output=True)
+
+
+def test_cache_shared_by_a_group_works_for_every_member(group_users, tiny_model):
+    import shutil
+    import stat
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="group-cache-")
+    try:
+        os.chmod(root, 0o755)
+        shutil.copytree(tiny_model, os.path.join(root, "model"))
+        squad = os.path.join(root, "train.json")
+        with open(squad, "w") as f:
+            json.dump(make_squad_data.make_dataset(200, 4, 1, "train"), f)
+        home = os.path.join(root, "home")
+        os.mkdir(home)
+        subprocess.run(["chmod", "-R", "a+rX", root], check=True)
+        os.chmod(home, 0o777)
+        cache_dir = os.path.join(root, "cache")
+        os.mkdir(cache_dir)
+        os.chown(cache_dir, 0, group_users[0][1])
+        os.chmod(cache_dir, 0o2775)  # how administrators share a directory with a group
+        statuses = []
+        for (uid, gid), max_train in zip(group_users, (None, 50)):
+            config = os.path.join(root, f"config-{uid}.yaml")
+            with open(config, "w") as f:
+                json.dump(
+                    {
+                        "data": {
+                            "train_file": squad,
+                            "validation_file": squad,
+                            "use_bind_mount": False,
+                            "cache_dir": cache_dir,
+                            "max_train_examples": max_train,
+                        },
+                        "hyperparameters": {
+                            "pretrained_model_name": os.path.join(root, "model"),
+                            **dict(max_seq_length=64, doc_stride=24, max_query_length=16),
+                            "global_batch_size": 8,
+                        },
+                    },
+                    f,
+                )
+            os.chmod(config, 0o644)
+            proc = subprocess.run(
+                [
+                    *("setpriv", f"--reuid={uid}", f"--regid={gid}", f"--groups={gid}"),
+                    sys.executable,
+                    "-c",
+                    UMASK_022_PREPARE,
+                    *("prepare", "--config", config, "--workers", "2"),
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env={**os.environ, "HOME": home, "TMPDIR": home, "HF_HUB_OFFLINE": "1"},
+            )
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            report = json.loads(proc.stdout.strip().splitlines()[-1])
+            statuses.append((report["train"]["status"], report["validation"]["status"]))
+        # The second user loads the first's validation entry and builds a train entry of its own.
+        assert statuses == [("built", "built"), ("built", "loaded")]
+        for folder, _, names in os.walk(cache_dir):
+            for path in [folder] + [os.path.join(folder, n) for n in names]:
+                mode = os.stat(path).st_mode
+                assert mode & stat.S_IWGRP and mode & stat.S_IRGRP, (path, oct(mode))
+                assert not mode & stat.S_IWOTH, (path, oct(mode))
+                if stat.S_ISDIR(mode):
+                    assert mode & stat.S_ISGID, (path, oct(mode))
+    finally:
+        shutil.rmtree(root)
