@@ -36,12 +36,23 @@ def cli(*args):
 
 PIPELINE_SCRIPT = """
 import json, sys
+from concurrent.futures import ThreadPoolExecutor
 from transformers import pipeline
 qa = pipeline("question-answering", model=sys.argv[1], trust_remote_code=True)
 q = dict(question=sys.argv[2], context=sys.argv[3])
+# 8 threads sharing one pipeline answer exactly as one by one: a few contexts asked about again
+# and again (the context-token cache is shared), long enough for several windows.
+contexts = [sys.argv[3], "Kesel Nortavez built a mill near Vorbelor in 1790. " * 12,
+            "The river Ostra runs past the mill. " * 20]
+asks = [dict(question=question, context=c) for question in (sys.argv[2], "When was the mill built?",
+        "What runs past the mill?") for c in contexts] * 4
+one_by_one = [qa(**a, top_k=2) for a in asks]
+with ThreadPoolExecutor(8) as pool:
+    threaded = list(pool.map(lambda a: qa(**a, top_k=2), asks))
 print(json.dumps({"one": qa(**q), "top3": qa(**q, top_k=3), "listed": qa([q, q]),
                   "no_answer": qa(**q, null_score_diff_threshold=-1e9),
-                  "span": qa(**q, null_score_diff_threshold=1e9), "class": type(qa).__name__}))
+                  "span": qa(**q, null_score_diff_threshold=1e9), "class": type(qa).__name__,
+                  "threads_same": threaded == one_by_one, "asks": len(asks)}))
 """
 QUESTION = ("Who founded Vorbelor?", "Vorbelor was founded by Kesel Nortavez in 1774.")
 
@@ -62,6 +73,7 @@ def pipeline_answers(model_dir, workdir):
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     # transformers 4 has a "question-answering" task of its own: the directory's must replace it.
     assert got["class"] == "SquadQAPipeline"
+    assert got["threads_same"] and got["asks"] == 36
     span = got["span"]
     assert span["answer"] and QUESTION[1][span["start"] : span["end"]] == span["answer"]
     return got
