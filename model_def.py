@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from determined import core, pytorch
 
-import cache
 import callbacks
 import data
 import errors
@@ -61,7 +60,7 @@ class SquadTrial(pytorch.PyTorchTrial):
             context.get_hparams(), slots=context.distributed.size
         )
         data_conf = settings.data(context.get_data_config())
-        features, info = data.prepare(hp, data_conf)
+        features, info = data.prepare(hp, data_conf, distributed=context.distributed)
         self.tokenizer = info["tokenizer"]
         self.train_features, self.eval_features = features["train"], features["validation"]
         for split, report in info["report"].items():
@@ -106,10 +105,9 @@ class SquadTrial(pytorch.PyTorchTrial):
             context.get_per_slot_batch_size(),
             replicas=context.distributed.size,
         )
-        validation_path = cache.fetch(data_conf["validation_file"], cache.cache_root(data_conf))
         self.evaluator = evaluation.SquadEvaluator(
             self.eval_features,
-            validation_path,
+            info["paths"]["validation"],
             hp,
             self.eval_sampler.owned(context.distributed.rank),
         )
