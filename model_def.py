@@ -102,7 +102,7 @@ class SquadTrial(pytorch.PyTorchTrial):
         self.eval_sampler = samplers.QuestionShardedBatchSampler(
             self.eval_features.arrays["lengths"],
             self.eval_features.arrays["example_index"],
-            context.get_per_slot_batch_size(),
+            hp["per_slot_validation_batch_size"],
             replicas=context.distributed.size,
         )
         self.evaluator = evaluation.SquadEvaluator(
@@ -175,9 +175,11 @@ class SquadTrial(pytorch.PyTorchTrial):
             )
             self.evaluator.step = self.batches_trained
         feature_index = batch.pop("feature_index")
-        with self.autocast():
+        # inference_mode: no autograd bookkeeping at all. Its tensors stay here: the reducer keeps
+        # NumPy copies of the logits, and nothing of this pass is reused by a training step.
+        with torch.inference_mode(), self.autocast():
             out = self.model(**batch)
-        self.logits.update(feature_index, out.start_logits, out.end_logits)
+            self.logits.update(feature_index, out.start_logits, out.end_logits)
         self.last_batch_end = None  # validation time is not training time
         return {}
 
