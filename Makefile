@@ -68,6 +68,8 @@ test-image: data $(VENV_IMAGE)/installed
 # Benchmarks (not tests): each prints one JSON object on its last line; see bench/RESULTS.md.
 bench: venv
 	$(PY) bench/data_bench.py --questions 130000
+	$(PY) bench/startup_bench.py --questions 100000 --processes 8
+	$(PY) bench/train_bench.py validation_batch --config configs/const.yaml
 	$(PY) bench/train_bench.py postprocess
 	$(PY) bench/train_bench.py eval_traffic
 	$(PY) bench/train_bench.py bucketing

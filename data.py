@@ -311,6 +311,24 @@ def featurize(
         }
 
 
+def resolve_entry(
+    source: str,
+    tokenizer,
+    spec: FeatureSpec,
+    split: str,
+    cache_dir: str,
+    do_lower_case: bool = True,
+    max_examples: Optional[int] = None,
+) -> Tuple[str, str]:
+    """(local path of `source`, its cache entry's directory): fetches and hashes the data file, the
+    part of a load that one process per node does for all of them (prepare)."""
+    path = cache.fetch(source, cache_dir)
+    key = cache.cache_key(
+        files.sha256_file(path), tokenizer, spec, do_lower_case, split, max_examples
+    )
+    return path, os.path.join(cache_dir, "features", key)
+
+
 def load_or_build_features(
     source: str,
     tokenizer,
@@ -322,21 +340,26 @@ def load_or_build_features(
     lock_timeout: float = 3600,
     workers: int = 1,
     max_examples: Optional[int] = None,
+    resolved: Optional[Tuple[str, str]] = None,
 ) -> Tuple[cache.Features, str]:
     """Features for `source` (its first `max_examples` valid questions, when given), built at most
     once per key by whichever process gets the lock first; every other process (any rank, any
-    trial, any host sharing `cache_dir`) waits and loads. Returns (features, "built" | "loaded").
+    trial, any host sharing `cache_dir`) waits and loads. `resolved`: resolve_entry's answer, when
+    another process already fetched and hashed the file. Returns (features, "built" | "loaded").
 
     skip_invalid is not part of the key: an entry records how many records its build skipped,
     and a run that would refuse those records refuses the entry with the error it would have
     raised, so the same file is never tokenized twice for the two settings."""
+    path, entry = resolved or resolve_entry(
+        source, tokenizer, spec, split, cache_dir, do_lower_case, max_examples
+    )
     features, status = _load_or_build_features(
         source,
+        path,
+        entry,
         tokenizer,
         spec,
         split,
-        cache_dir,
-        do_lower_case,
         skip_invalid,
         lock_timeout,
         workers,
@@ -345,7 +368,7 @@ def load_or_build_features(
     skipped = features.manifest.get("skipped_examples", 0)
     if skipped and skip_invalid is not True:
         # Reading again (no tokenizing) names the first invalid record exactly as a build would.
-        read_squad(cache.fetch(source, cache_dir), split, False, source=source)
+        read_squad(path, split, False, source=source)
         raise DataError(
             f"{source}: its cached features skipped {skipped} invalid records; fix them, or set "
             "data.skip_invalid_examples: true."
@@ -355,23 +378,29 @@ def load_or_build_features(
 
 def _load_or_build_features(
     source: str,
+    path: str,
+    entry: str,
     tokenizer,
     spec: FeatureSpec,
     split: str,
-    cache_dir: str,
-    do_lower_case: bool,
     skip_invalid: bool,
     lock_timeout: float,
     workers: int,
     max_examples: Optional[int],
 ) -> Tuple[cache.Features, str]:
-    path = cache.fetch(source, cache_dir)
-    key = cache.cache_key(
-        files.sha256_file(path), tokenizer, spec, do_lower_case, split, max_examples
-    )
-    root = os.path.join(cache_dir, "features")
+    key = os.path.basename(entry)
+    if os.path.isdir(entry):
+        # An entry is complete and never changes once renamed into place, so loading it needs no
+        # lock: N ranks load at once instead of one after another. Only a missing or corrupt
+        # entry takes the lock, and is looked at again under it.
+        try:
+            return cache.load_entry(entry), "loaded"
+        except DataError as err:
+            if isinstance(err.__cause__, PermissionError):
+                raise
+            logger.warning("%s; looking again under the build lock", err)
+    root = os.path.dirname(entry)
     cache.make_cache_dir(root)
-    entry = os.path.join(root, key)
     read_only = (
         f"the cache directory {root} is read-only or not writable by this user, so the entry cannot be "
         f"built here. {cache.CACHE_FIX}"
@@ -467,24 +496,31 @@ class FeatureDataset(torch.utils.data.Dataset):
         return i
 
 
-def prepare(hp: dict, data_conf: dict, workers: Optional[int] = None) -> Tuple[dict, dict]:
-    """Tokenizer + both splits' features for an experiment's settings: ({split: Features}, report)."""
+def prepare(
+    hp: dict, data_conf: dict, workers: Optional[int] = None, distributed=None
+) -> Tuple[dict, dict]:
+    """Tokenizer + both splits' features for an experiment's settings: ({split: Features}, report).
+
+    `distributed` (Determined's DistributedContext; None for one process): the chief of each node
+    alone fetches and hashes the data files and builds what is missing, while the node's other
+    ranks wait for it (as Hugging Face's main_process_first); then every rank loads the entries it
+    was told, at once and without the lock. One chief per node, not one per job, so a cache_dir
+    local to each node works too."""
     hp, data_conf = settings.hyperparameters(hp), settings.data(data_conf)
     name = hp["pretrained_model_name"]
     config = models.load_model_config(name)
     tokenizer = models.load_tokenizer(name, hp["do_lower_case"])
     spec = models.feature_spec(hp, config.model_type, getattr(config, "type_vocab_size", 0))
-    features, report = {}, {}
-    for split, source in (
-        ("train", data_conf["train_file"]),
-        ("validation", data_conf["validation_file"]),
-    ):
-        f, status = load_or_build_features(
-            source,
+    root = cache.cache_root(data_conf)
+    splits = {"train": data_conf["train_file"], "validation": data_conf["validation_file"]}
+
+    def load(split, resolved=None):
+        return load_or_build_features(
+            splits[split],
             tokenizer,
             spec,
             split,
-            cache.cache_root(data_conf),
+            root,
             hp["do_lower_case"],
             skip_invalid=data_conf["skip_invalid_examples"],
             lock_timeout=data_conf["cache_lock_timeout"],
@@ -492,7 +528,49 @@ def prepare(hp: dict, data_conf: dict, workers: Optional[int] = None) -> Tuple[d
             max_examples=data_conf.get(
                 "max_train_examples" if split == "train" else "max_eval_examples"
             ),
+            resolved=resolved,
         )
+
+    built: dict = {}
+    resolved: dict = {}
+    shared = distributed is not None and distributed.local_size > 1
+    if not shared or distributed.local_rank == 0:
+        own = time.process_time() + cache.WAITED["lock"]
+        try:
+            for split, source in splits.items():
+                resolved[split] = resolve_entry(
+                    source,
+                    tokenizer,
+                    spec,
+                    split,
+                    root,
+                    hp["do_lower_case"],
+                    data_conf.get(
+                        "max_train_examples" if split == "train" else "max_eval_examples"
+                    ),
+                )
+                if not os.path.isdir(resolved[split][1]):
+                    built[split] = load(split, resolved[split])
+        except Exception as err:
+            if shared:  # the other ranks are waiting for an answer: tell them, then stop here too
+                distributed.broadcast_local({"error": f"{type(err).__name__}: {err}"})
+            raise
+        if shared:
+            own = time.process_time() + cache.WAITED["lock"] - own
+            distributed.broadcast_local({**resolved, "chief_own_s": own})
+    else:
+        started = time.time()
+        resolved = distributed.broadcast_local()
+        cache.WAITED["barrier"] += time.time() - started
+        cache.WAITED["chief_own"] += resolved.get("chief_own_s", 0.0)
+        if "error" in resolved:
+            raise DataError(
+                f"the data could not be prepared on this node's chief rank ({resolved['error']}); "
+                "its log has the details"
+            )
+    features, report = {}, {}
+    for split in splits:
+        f, status = built.get(split) or load(split, tuple(resolved[split]))
         features[split] = f
         report[split] = {
             "key": f.manifest["key"],
@@ -500,7 +578,11 @@ def prepare(hp: dict, data_conf: dict, workers: Optional[int] = None) -> Tuple[d
             "examples": f.manifest["num_examples"],
             "features": f.manifest["num_features"],
         }
-    return features, {"tokenizer": tokenizer, "report": report}
+    return features, {
+        "tokenizer": tokenizer,
+        "report": report,
+        "paths": {split: resolved[split][0] for split in splits},
+    }
 
 
 # ---------------------------------------------------------------------------------------------

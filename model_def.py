@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from determined import core, pytorch
 
-import cache
 import callbacks
 import data
 import errors
@@ -61,7 +60,7 @@ class SquadTrial(pytorch.PyTorchTrial):
             context.get_hparams(), slots=context.distributed.size
         )
         data_conf = settings.data(context.get_data_config())
-        features, info = data.prepare(hp, data_conf)
+        features, info = data.prepare(hp, data_conf, distributed=context.distributed)
         self.tokenizer = info["tokenizer"]
         self.train_features, self.eval_features = features["train"], features["validation"]
         for split, report in info["report"].items():
@@ -103,13 +102,12 @@ class SquadTrial(pytorch.PyTorchTrial):
         self.eval_sampler = samplers.QuestionShardedBatchSampler(
             self.eval_features.arrays["lengths"],
             self.eval_features.arrays["example_index"],
-            context.get_per_slot_batch_size(),
+            hp["per_slot_validation_batch_size"],
             replicas=context.distributed.size,
         )
-        validation_path = cache.fetch(data_conf["validation_file"], cache.cache_root(data_conf))
         self.evaluator = evaluation.SquadEvaluator(
             self.eval_features,
-            validation_path,
+            info["paths"]["validation"],
             hp,
             self.eval_sampler.owned(context.distributed.rank),
         )
@@ -177,9 +175,11 @@ class SquadTrial(pytorch.PyTorchTrial):
             )
             self.evaluator.step = self.batches_trained
         feature_index = batch.pop("feature_index")
-        with self.autocast():
+        # inference_mode: no autograd bookkeeping at all. Its tensors stay here: the reducer keeps
+        # NumPy copies of the logits, and nothing of this pass is reused by a training step.
+        with torch.inference_mode(), self.autocast():
             out = self.model(**batch)
-        self.logits.update(feature_index, out.start_logits, out.end_logits)
+            self.logits.update(feature_index, out.start_logits, out.end_logits)
         self.last_batch_end = None  # validation time is not training time
         return {}
 

@@ -102,6 +102,8 @@ def _float(low=None, high=None, **kw):
 HPARAMS: Dict[str, Rule] = {
     "pretrained_model_name": Rule(str, example="albert-xxlarge-v2"),
     "global_batch_size": _int(1, example=32),
+    # Validation has no backward pass and no optimizer state to make room for: a batch of its own.
+    "per_slot_validation_batch_size": _int(1, example=32),
     "aggregation_frequency": _int(1, example=1),
     "learning_rate": _float(0, low_open=True, example=5.0e-5),
     "optimizer": Rule(("adamw", "radam")),
@@ -245,6 +247,9 @@ def hyperparameters(
             f"hyperparameters.global_batch_size: {hp['global_batch_size']} does not divide evenly over "
             f"{slots} slots (processes); use a multiple of {slots}"
         )
+    if "per_slot_validation_batch_size" not in hp and isinstance(hp.get("global_batch_size"), int):
+        # Absent: the training batch per slot, which fits wherever training fits.
+        hp["per_slot_validation_batch_size"] = max(1, hp["global_batch_size"] // slots)
     aggregation = hp["aggregation_frequency"]
     for key in (
         "reporting_period_batches",

@@ -2,6 +2,7 @@
 
     python bench/train_bench.py train_step [--shape S] [--amp bf16|fp16|none] [--batch B] [--device cpu|cuda]
     python bench/train_bench.py eval_step  [--shape S] [--amp ...] [--batches 2,8,32] [--device ...]
+    python bench/train_bench.py validation_batch [--config configs/const.yaml]   # its training vs validation batch
     python bench/train_bench.py bucketing  [--shape S] [--amp ...] [--batch B]
     python bench/train_bench.py postprocess [--questions 12000]
     python bench/train_bench.py eval_traffic   # bytes sent per validation at 8 and 64 ranks
@@ -256,6 +257,25 @@ def cmd_eval_step(args, device):
     return out
 
 
+def cmd_validation_batch(args, device):
+    """Validation examples/s at a cluster config's per-slot training batch and at its
+    per_slot_validation_batch_size (eval_step's forward passes under torch.inference_mode)."""
+    config = settings.load_config(args.config)
+    slots = config["resources"]["slots_per_trial"]
+    hp = settings.hyperparameters(config["hyperparameters"], slots=slots)
+    train, validation = hp["global_batch_size"] // slots, hp["per_slot_validation_batch_size"]
+    args.batches = sorted({train, validation})
+    out = cmd_eval_step(args, device)
+    rates = {b: out["by_batch"][str(b)].get("examples_per_s") for b in (train, validation)}
+    out.update(
+        config=args.config,
+        training_batch=train,
+        validation_batch=validation,
+        speedup=round(rates[validation] / rates[train], 2) if all(rates.values()) else None,
+    )
+    return out
+
+
 def squad_lengths(n_questions=3000, seed=5):
     """Feature lengths of generated SQuAD 2.0-format data at max_seq_length 384 with the tiny tokenizer,
     its paragraphs padded with 3 to 19 filler sentences so that the lengths are SQuAD-shaped: mean
@@ -479,7 +499,20 @@ def main():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "command", choices=["train_step", "eval_step", "bucketing", "postprocess", "eval_traffic"]
+        "command",
+        choices=[
+            "train_step",
+            "eval_step",
+            "validation_batch",
+            "bucketing",
+            "postprocess",
+            "eval_traffic",
+        ],
+    )
+    parser.add_argument(
+        "--config",
+        default=os.path.join(ROOT, "configs", "const.yaml"),
+        help="validation_batch: the config whose training and validation batches are compared",
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     parser.add_argument(
@@ -514,12 +547,18 @@ def main():
     command = {
         "train_step": cmd_train_step,
         "eval_step": cmd_eval_step,
+        "validation_batch": cmd_validation_batch,
         "bucketing": cmd_bucketing,
         "postprocess": cmd_postprocess,
         "eval_traffic": cmd_eval_traffic,
     }[args.command]
     result = command(args, device)
-    if device.type == "cpu" and args.command in ("train_step", "eval_step", "bucketing"):
+    if device.type == "cpu" and args.command in (
+        "train_step",
+        "eval_step",
+        "validation_batch",
+        "bucketing",
+    ):
         result["note"] = f"CPU run: shape {args.shape}, " + (
             "fp32" if args.amp == "none" else f"CPU autocast {args.amp}"
         )

@@ -202,6 +202,19 @@ def test_cluster_configs_agree_where_they_must():
     assert MAY_DIFFER - {"hyperparameters.max_batches", "hyperparameters.epochs"} <= keys
 
 
+@pytest.mark.parametrize("name", CLUSTER_CONFIGS)
+def test_hugging_face_cache_is_on_the_bind_mount(name):
+    """One download of the model per cluster: HF_HOME points under the bind mount every task shares."""
+    config = load(name)
+    env = dict(v.split("=", 1) for v in config["environment"]["environment_variables"])
+    mounts = [m["container_path"].rstrip("/") + "/" for m in config["bind_mounts"]]
+    assert "HF_HOME" in env, name
+    home = os.path.normpath(env["HF_HOME"])
+    assert any(home.startswith(m) for m in mounts), (home, mounts)
+    shared = next(m for m in config["bind_mounts"] if home.startswith(m["container_path"]))
+    assert not shared.get("read_only"), "the first task must be able to write the download there"
+
+
 def test_search_config_is_adaptive_asha_matching_the_training_length():
     config = load("search_asha.yaml")
     searcher, hp = config["searcher"], config["hyperparameters"]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import filelock
 import numpy as np
 from conftest import ROOT
 
@@ -203,6 +204,36 @@ def test_truncated_array_is_detected_and_rebuilt(squad_files, tokenizer, tmp_pat
     )
     assert status == "built"
     np.testing.assert_array_equal(f2.arrays["offsets"], expected)
+
+
+def test_complete_entry_loads_without_the_lock_and_is_checksummed_once(
+    squad_files, tokenizer, tmp_path, monkeypatch
+):
+    built, status = data.load_or_build_features(
+        squad_files[1], tokenizer, SPEC, "validation", str(tmp_path)
+    )
+    assert status == "built"
+
+    def no_lock(self, *args, **kwargs):
+        raise AssertionError("a complete entry took the build lock")
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", no_lock)
+    hashed = []
+    real_sha256 = files.sha256_file
+    monkeypatch.setattr(files, "sha256_file", lambda p: hashed.append(p) or real_sha256(p))
+    entry = tmp_path / "features" / built.manifest["key"]
+    cache._verified.clear()  # as a fresh process: the first load checksums every array
+    loaded, status = data.load_or_build_features(
+        squad_files[1], tokenizer, SPEC, "validation", str(tmp_path)
+    )
+    assert status == "loaded"
+    assert {os.path.basename(p) for p in hashed if str(entry) in p} == {
+        name + ".npy" for name in built.manifest["files"]
+    } | {"examples.json"}
+    hashed.clear()
+    cache.load_entry(str(entry))  # the same process again: sizes, dtypes, shapes only
+    assert not [p for p in hashed if str(entry) in p]
+    np.testing.assert_array_equal(loaded.arrays["input_ids"], built.arrays["input_ids"])
 
 
 def test_key_changes_with_every_field_that_changes_features(
