@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from typing import Any, Dict, Optional
 
@@ -322,7 +323,9 @@ def main(argv=None) -> Dict[str, Any]:
             trainer.fit(
                 max_length=trial.max_length(),
                 validation_period=period(hp["validation_period_batches"]),
-                checkpoint_period=period(hp["checkpoint_period_batches"]),
+                checkpoint_period=callbacks.CheckpointPeriod(
+                    int(hp["checkpoint_period_batches"]) or sys.maxsize, trial.total_batches
+                ),
                 reporting_period=pytorch.Batch(int(hp["reporting_period_batches"])),
                 checkpoint_policy="best" if on_cluster else "all",
                 latest_checkpoint=latest_checkpoint,
