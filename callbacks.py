@@ -12,6 +12,8 @@ upgrading Determined.
     set_local_tensorboard_dir     local runs write TensorBoard events under --output-dir
                                   (private: the train context's directory)
     predictions_root              where each validation's predictions are written
+    CheckpointPeriod              a checkpoint period that never falls on the last batch, so the
+                                  final checkpoint follows the final validation
 """
 
 import contextlib
@@ -29,6 +31,25 @@ import models
 import qa_pipeline
 
 logger = logging.getLogger("callbacks")
+
+
+class CheckpointPeriod(pytorch.Batch):
+    """`Batch(period)` for Trainer.fit's checkpoint_period, except at the last batch of training.
+
+    Determined 0.38.1 (determined/pytorch/_pytorch_trial.py, `_train`) handles the boundaries of a
+    batch in the order train, validate, checkpoint, report, and after the last batch validates and
+    then checkpoints only if the last checkpoint is not current. So when the last batch is a
+    checkpoint boundary but not a validation boundary, the checkpoint is written first, the final
+    validation follows, and no checkpoint holds its predictions or tuned threshold. Not firing at
+    the last batch leaves that batch to the end-of-training path: validate, then checkpoint.
+    `last` is the training length in batches (epochs are converted at the start)."""
+
+    def __init__(self, period: int, last: int) -> None:
+        super().__init__(period)
+        self.last = last
+
+    def should_stop(self, step_num: int) -> bool:
+        return step_num != self.last and super().should_stop(step_num)
 
 
 class CheckpointExtras(pytorch.PyTorchCallback):

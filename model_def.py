@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from typing import Any, Dict, Optional
 
@@ -60,6 +61,7 @@ class SquadTrial(pytorch.PyTorchTrial):
             context.get_hparams(), slots=context.distributed.size
         )
         data_conf = settings.data(context.get_data_config())
+        models.check_gradient_checkpointing(hp)  # from config.json, before features and weights
         features, info = data.prepare(hp, data_conf, distributed=context.distributed)
         self.tokenizer = info["tokenizer"]
         self.train_features, self.eval_features = features["train"], features["validation"]
@@ -72,9 +74,7 @@ class SquadTrial(pytorch.PyTorchTrial):
                 report["status"],
                 report["key"],
             )
-        self.autocast = training.precision(
-            hp["amp"], context
-        )  # before wrap_model: fp16 wraps the forward pass
+        self.precision = training.Precision(hp["amp"], context)  # before wrap_model (fp16's scaler)
         self.model = context.wrap_model(models.load_model(hp))
         self.optimizer = context.wrap_optimizer(training.build_optimizer(self.model, hp))
         length = self.max_length()
@@ -133,7 +133,12 @@ class SquadTrial(pytorch.PyTorchTrial):
         return pytorch.Epoch(int(self.hp["epochs"]))
 
     def _clip(self, params) -> None:
-        self.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.hp["max_grad_norm"]))
+        # Determined calls this only on the batches that step the optimizer.
+        self.precision.unscale(self.optimizer)
+        norm = float(torch.nn.utils.clip_grad_norm_(params, self.hp["max_grad_norm"]))
+        if math.isfinite(norm):  # fp16 overflow: the scaler skips this step; keep the last norm
+            self.grad_norm = norm
+        self.optimizer_stepped = True
 
     def train_batch(
         self, batch: Dict[str, torch.Tensor], epoch_idx: int, batch_idx: int
@@ -141,7 +146,7 @@ class SquadTrial(pytorch.PyTorchTrial):
         started = time.perf_counter()
         batch.pop("feature_index")
         start_positions, end_positions = batch.pop("start_positions"), batch.pop("end_positions")
-        with self.autocast():
+        with self.precision.autocast():
             out = self.model(**batch)
         loss = training.qa_loss(
             out.start_logits,
@@ -150,8 +155,13 @@ class SquadTrial(pytorch.PyTorchTrial):
             end_positions,
             batch["attention_mask"],
         )
-        self.context.backward(loss)
-        self.context.step_optimizer(self.optimizer, clip_grads=self._clip)
+        self.context.backward(self.precision.scale(loss))
+        self.optimizer_stepped = False
+        self.context.step_optimizer(
+            self.optimizer, clip_grads=self._clip, scaler=self.precision.scaler
+        )
+        if self.optimizer_stepped:
+            self.precision.update()
         loss = loss.item()  # also waits for the device, so the timing below is real
         now = time.perf_counter()
         seconds = now - (self.last_batch_end or started)
@@ -177,7 +187,7 @@ class SquadTrial(pytorch.PyTorchTrial):
         feature_index = batch.pop("feature_index")
         # inference_mode: no autograd bookkeeping at all. Its tensors stay here: the reducer keeps
         # NumPy copies of the logits, and nothing of this pass is reused by a training step.
-        with torch.inference_mode(), self.autocast():
+        with torch.inference_mode(), self.precision.autocast():
             out = self.model(**batch)
             self.logits.update(feature_index, out.start_logits, out.end_logits)
         self.last_batch_end = None  # validation time is not training time
@@ -313,7 +323,9 @@ def main(argv=None) -> Dict[str, Any]:
             trainer.fit(
                 max_length=trial.max_length(),
                 validation_period=period(hp["validation_period_batches"]),
-                checkpoint_period=period(hp["checkpoint_period_batches"]),
+                checkpoint_period=callbacks.CheckpointPeriod(
+                    int(hp["checkpoint_period_batches"]) or sys.maxsize, trial.total_batches
+                ),
                 reporting_period=pytorch.Batch(int(hp["reporting_period_batches"])),
                 checkpoint_policy="best" if on_cluster else "all",
                 latest_checkpoint=latest_checkpoint,

@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 
 import constants
 import files
@@ -220,8 +221,80 @@ def load_model(hp: Dict[str, Any]) -> torch.nn.Module:
         model = load_pretrained_model(name, attn_implementation="eager")
     logger.info("attention implementation: %s", model.config._attn_implementation)
     if hp.get("gradient_checkpointing"):
-        model.gradient_checkpointing_enable()
+        enable_gradient_checkpointing(model)
     return model
+
+
+def gradient_checkpointing_mode(config) -> Optional[str]:
+    """How activation checkpointing is done for a model with this config: "transformers" where its
+    QA class supports it (BERT, RoBERTa, ELECTRA, DistilBERT, ...), "albert" for ALBERT, whose
+    class does not (transformers 4.57 and 5.23: "does not support activation checkpointing"), by
+    checkpointing each call of its shared layer group; None where neither applies. Decided from the
+    config and the class alone, before any weights load."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_QUESTION_ANSWERING_MAPPING
+
+    try:
+        cls = MODEL_FOR_QUESTION_ANSWERING_MAPPING[type(config)]
+    except KeyError:
+        cls = None
+    if cls is not None and getattr(cls, "supports_gradient_checkpointing", False):
+        return "transformers"
+    if config.model_type == "albert":
+        return "albert"
+    return None
+
+
+def check_gradient_checkpointing(hp: Dict[str, Any]) -> None:
+    """Refuse `gradient_checkpointing: true` for a model it cannot apply to, from the model's
+    config.json only: before features are built or weights loaded."""
+    if not hp.get("gradient_checkpointing"):
+        return
+    name = hp["pretrained_model_name"]
+    config = load_model_config(name)
+    if gradient_checkpointing_mode(config) is None:
+        raise ConfigError(
+            [
+                f"hyperparameters.gradient_checkpointing: true, but {name} is a "
+                f"{config.model_type!r} model, which transformers {_transformers_version()} cannot "
+                "checkpoint (nor can this project: it does so for ALBERT); set it to false"
+            ]
+        )
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute activations in the backward pass instead of keeping them (non-reentrant
+    torch.utils.checkpoint, which restores the RNG state, so dropout masks repeat exactly)."""
+    mode = gradient_checkpointing_mode(model.config)
+    if mode == "transformers":
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif mode == "albert":
+        groups = [m for m in model.modules() if type(m).__name__ == "AlbertLayerGroup"]
+        if not groups:
+            raise AssertionError("an ALBERT model without AlbertLayerGroup modules")
+        for group in groups:
+            group.forward = _checkpointed(group)
+    else:
+        raise AssertionError(model.config.model_type)  # check_gradient_checkpointing refused it
+    logger.info("gradient checkpointing: %s", mode)
+
+
+def _checkpointed(module: torch.nn.Module):
+    """module.forward, recomputed in the backward pass when training. ALBERT calls its one layer
+    group once per layer (12 times in xxlarge), so each call keeps only its input."""
+    forward = module.forward
+
+    def run(*args, **kwargs):
+        if module.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return forward(*args, **kwargs)
+
+    return run
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

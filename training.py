@@ -3,7 +3,7 @@ numeric precision of the forward passes."""
 
 import contextlib
 import logging
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 from determined import pytorch
@@ -79,18 +79,53 @@ def qa_loss(
     ) / 2
 
 
-def precision(amp: str, context: pytorch.PyTorchTrialContext):
-    """A context manager factory for the forward passes: bf16 autocast on GPUs that support it,
-    fp16 through Determined's automatic mixed precision (autocast plus a gradient scaler it steps
-    and unscales before clipping), fp32 on a CPU or with amp: none."""
-    if amp == "none" or not torch.cuda.is_available():
-        if amp != "none":
-            logger.info("amp: %s requested but no GPU: training in fp32", amp)
-        return contextlib.nullcontext
-    if amp == "bf16" and torch.cuda.is_bf16_supported():
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    logger.info(
-        "amp: fp16 with a gradient scaler%s", "" if amp == "fp16" else " (this GPU has no bf16)"
-    )
-    context.experimental.use_amp()  # Determined wraps the model's forward in autocast and scales the loss
-    return contextlib.nullcontext
+class Precision:
+    """The numeric precision of the training step, the same code on every device: `amp: bf16` or
+    `fp16` autocasts the forward passes with `torch.autocast(<the run's device type>)`, so a CPU run
+    takes the branch a GPU takes; fp16 also scales the loss with a GradScaler registered through
+    Determined (`context.wrap_scaler`: it saves and restores the scaler's state with each
+    checkpoint) and unscales the gradients before they are clipped. Not Determined's
+    `context.experimental.use_amp()`: its forward hook turns the model's ModelOutput into a plain
+    dict. A GPU without bf16 (V100, T4) gets fp16 for `amp: bf16`."""
+
+    def __init__(self, amp: str, context: pytorch.PyTorchTrialContext) -> None:
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.dtype: Optional[torch.dtype] = None
+        self.scaler = None
+        why = ""
+        if amp == "bf16" and self.device == "cuda" and not torch.cuda.is_bf16_supported():
+            amp, why = "fp16", " (amp: bf16 asked for, but this GPU has no bf16)"
+        if amp == "bf16":
+            self.dtype = torch.bfloat16
+        elif amp == "fp16":
+            self.dtype = torch.float16
+            # Before wrap_model, as Determined requires. torch.amp.GradScaler takes the device type
+            # in torch 2.3 and later; on a CPU it scales and unscales as on a GPU.
+            self.scaler = context.wrap_scaler(torch.amp.GradScaler(self.device))
+        self.name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+        logger.info(
+            "precision: %s on %s%s%s",
+            self.name,
+            self.device,
+            " with a gradient scaler" if self.scaler else "",
+            why,
+        )
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device, dtype=self.dtype)
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return self.scaler.scale(loss) if self.scaler else loss
+
+    def unscale(self, optimizer: torch.optim.Optimizer) -> None:
+        """Before clipping: the gradients in their true size (once per optimizer step)."""
+        if self.scaler:
+            self.scaler.unscale_(optimizer)
+
+    def update(self) -> None:
+        """After an optimizer step: grow the scale, or shrink it if the gradients overflowed (then
+        the scaler skipped that step)."""
+        if self.scaler:
+            self.scaler.update()

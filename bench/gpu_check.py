@@ -176,7 +176,7 @@ def main():
     batch, seq = slot_shape()
     name = "cpu" if smoke else torch.cuda.get_device_name(device)
     bf16 = not smoke and torch.cuda.is_bf16_supported()
-    # The trial's own rule (training.precision): bf16 where supported, else fp16.
+    # The trial's own rule (training.Precision): bf16 where supported, else fp16.
     eval_amp = "bf16" if smoke or bf16 else "fp16"
     shape = "tiny" if smoke else "albert-xxlarge-v2"
     result = {

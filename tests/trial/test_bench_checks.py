@@ -39,7 +39,7 @@ def test_gpu_check_cpu_smoke_reports_every_substep(tiny_model):
         assert {"mfu", "peak_mem_gb", "achieved_tflops", "peak"} <= set(step)
         trial = result[f"trial_{amp}"]
         assert trial["ok"] and trial["questions"] == 40 and 0 <= trial["f1"] <= 100, trial
-        assert any(f"amp: {amp}" in line for line in trial["precision_log"]), trial
+        assert any(f"precision: {amp} on cpu" in line for line in trial["precision_log"]), trial
     validation = result["validation"]
     assert validation["ok"] and set(validation["by_batch"]) == {"2", "8"}
     assert all(row["examples_per_s"] > 0 for row in validation["by_batch"].values())

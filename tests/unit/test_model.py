@@ -54,3 +54,82 @@ def test_loss_does_not_depend_on_padding_width(tiny_model):
 
     with torch.no_grad():
         assert loss(40).item() == pytest.approx(loss(128).item(), abs=1e-5)
+
+
+def _loss_grads_and_layer_calls(model, ids):
+    """Loss, gradients, and how many times the first AlbertLayer ran in the forward and in the
+    backward pass (counted by wrapping its forward: recomputation calls it again)."""
+    layer = next(m for m in model.modules() if type(m).__name__ == "AlbertLayer")
+    calls, forward = [0], layer.forward
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return forward(*args, **kwargs)
+
+    layer.forward = counted
+    torch.manual_seed(1)  # the same dropout masks in both models
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    in_forward = calls[0]
+    loss = out.start_logits.square().mean() + out.end_logits.square().mean()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return loss.item(), grads, in_forward, calls[0] - in_forward
+
+
+def test_albert_gradient_checkpointing_recomputes_and_matches(tiny_model):
+    # transformers' ALBERT class refuses gradient_checkpointing_enable(); models.py checkpoints
+    # each call of ALBERT's shared layer group instead.
+    import models
+
+    hp = {"pretrained_model_name": tiny_model}
+    plain, checkpointed = models.load_model(hp), models.load_model(hp)
+    models.enable_gradient_checkpointing(checkpointed)
+    for model in (plain, checkpointed):
+        model.train()
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.1  # the tiny model has none: make recomputation reproduce real dropout
+    ids = torch.randint(5, 100, (2, 24), generator=torch.Generator().manual_seed(0))
+    loss, grads, forward_calls, backward_calls = _loss_grads_and_layer_calls(plain, ids)
+    loss_c, grads_c, forward_calls_c, backward_calls_c = _loss_grads_and_layer_calls(
+        checkpointed, ids
+    )
+    layers = plain.config.num_hidden_layers
+    assert (forward_calls, backward_calls) == (layers, 0)
+    assert (forward_calls_c, backward_calls_c) == (layers, layers)  # every layer call recomputed
+    assert loss_c == pytest.approx(loss, abs=1e-6)
+    assert grads.keys() == grads_c.keys()
+    for name in grads:
+        torch.testing.assert_close(grads_c[name], grads[name], rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # evaluation computes once, nothing kept to recompute
+        checkpointed.eval()
+        assert _layer_calls_in_eval(checkpointed, ids) == layers
+
+
+def _layer_calls_in_eval(model, ids):
+    layer = next(m for m in model.modules() if type(m).__name__ == "AlbertLayer")
+    calls, forward = [0], layer.forward
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return forward(*args, **kwargs)
+
+    layer.forward = counted
+    model(input_ids=ids)
+    return calls[0]
+
+
+@pytest.mark.parametrize(
+    "model_type, mode", [("albert", "albert"), ("bert", "transformers"), ("mpnet", None)]
+)
+def test_gradient_checkpointing_mode_from_the_config(tmp_path, model_type, mode):
+    from transformers import AutoConfig
+
+    import models
+
+    assert models.gradient_checkpointing_mode(AutoConfig.for_model(model_type)) == mode
+    if mode is None:  # refused from config.json alone: no tokenizer or weights in the directory
+        AutoConfig.for_model(model_type).save_pretrained(tmp_path)
+        hp = {"pretrained_model_name": str(tmp_path), "gradient_checkpointing": True}
+        with pytest.raises(errors.ConfigError, match="'mpnet' model.*set it to false"):
+            models.check_gradient_checkpointing(hp)
