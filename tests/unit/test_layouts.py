@@ -11,52 +11,13 @@ import make_squad_data
 import numpy as np
 import pytest
 from conftest import ROOT
+from squad_layouts import flat_records, write_parquet
 
 import data
 import errors
 import squad_file
 
 SPEC = data.FeatureSpec(max_seq_length=64, doc_stride=24, max_query_length=16)
-
-
-def flat_records(d):
-    return [
-        {
-            "id": qa["id"],
-            "title": a["title"],
-            "context": p["context"],
-            "question": qa["question"],
-            "answers": {
-                "text": [x["text"] for x in qa["answers"]],
-                "answer_start": [x["answer_start"] for x in qa["answers"]],
-            },
-        }
-        for a in d["data"]
-        for p in a["paragraphs"]
-        for qa in p["qas"]
-    ]
-
-
-def write_parquet(records, path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    # The hub's squad_v2 schema: answers a struct of two lists.
-    schema = pa.schema(
-        [
-            ("id", pa.string()),
-            ("title", pa.string()),
-            ("context", pa.string()),
-            ("question", pa.string()),
-            (
-                "answers",
-                pa.struct(
-                    [("text", pa.list_(pa.string())), ("answer_start", pa.list_(pa.int32()))]
-                ),
-            ),
-        ]
-    )
-    pq.write_table(pa.Table.from_pylist(records, schema=schema), str(path))
 
 
 def write_layouts(d, tmp_path):
