@@ -91,12 +91,13 @@ def test_every_layout_of_the_real_train_file_gives_identical_features(tmp_path, 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model):
-    """One short run on real text, validated on the real dev article given as parquet. About a
-    minute on 2 cores: the one training run of this suite, shared by the tests below."""
+    """One short run on real text, validated on the first 150 questions of the real dev article
+    given as parquet (the time goes to validation: each paragraph needs several windows). About a
+    minute on 2 cores when they are free: the one training run of this suite, shared below."""
     tmp = tmp_path_factory.mktemp("realdata")
     with open(DEV) as f:
         dev_parquet = tmp / "dev.parquet"
-        write_parquet(flat_records(json.load(f)), dev_parquet)
+        write_parquet(flat_records(json.load(f))[:DEV_QUESTIONS], dev_parquet)
     with open(os.path.join(ROOT, "configs", "local_tiny.yaml")) as f:
         config = yaml.safe_load(f)
     config["data"].update(
@@ -129,16 +130,17 @@ def cli(*args):
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+DEV_QUESTIONS = 150
 KEYS = ("exact", "f1", "total", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_f1")
 
 
 def test_run_metrics_equal_the_official_scripts(trained):
     metrics, _, tmp = trained
-    assert metrics["total"] == 498
+    assert metrics["total"] == DEV_QUESTIONS
     predictions = tmp / "out" / "predictions" / "batch_8"
     official = cli(
         os.path.join(ROOT, "squad_eval.py"),
-        DEV,
+        str(tmp / "dev.parquet"),
         str(predictions / "predictions.json"),
         "-n",
         str(predictions / "null_odds.json"),
@@ -153,7 +155,8 @@ def test_predict_file_on_the_real_dev_article(trained, tmp_path):
     _, checkpoint, tmp = trained
     with open(DEV) as f:
         lines = tmp_path / "dev.jsonl"
-        lines.write_text("".join(json.dumps(r) + "\n" for r in flat_records(json.load(f))))
+        kept = flat_records(json.load(f))[:60]  # 60 questions: predict.py's reading and scoring
+        lines.write_text("".join(json.dumps(r) + "\n" for r in kept))
     got = cli(
         os.path.join(ROOT, "predict.py"),
         checkpoint,
@@ -162,9 +165,9 @@ def test_predict_file_on_the_real_dev_article(trained, tmp_path):
         "--out",
         str(tmp_path / "o"),
     )
-    assert got["total"] == 498
+    assert got["total"] == 60
     official = cli(
-        os.path.join(ROOT, "squad_eval.py"), DEV, str(tmp_path / "o" / "predictions.json")
+        os.path.join(ROOT, "squad_eval.py"), str(lines), str(tmp_path / "o" / "predictions.json")
     )
     assert {k: official[k] for k in ("exact", "f1")} == pytest.approx(
         {k: got[k] for k in ("exact", "f1")}
@@ -190,8 +193,8 @@ def test_exported_pipeline_and_predict_agree_on_long_real_contexts(trained, toke
         for q in records.questions
         if len(tokenizer(records.contexts[q["context"]], add_special_tokens=False)["input_ids"])
         > 2 * window
-    ][:2]
-    assert len(long) == 2
+    ][:1]
+    assert long
     for q in long:
         context = records.contexts[q["context"]]
         ours = cli(
