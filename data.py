@@ -10,7 +10,7 @@ Each step is a plain function a test can call on its own:
     FeatureDataset / Collator                 -> what the DataLoader serves
 
     python data.py prepare --config CONFIG [--cache-dir DIR] [--save-model DIR]
-    python data.py audit SQUAD.json --model MODEL
+    python data.py audit SQUAD_FILE --model MODEL [--skip-invalid]
 """
 
 import concurrent.futures
@@ -51,160 +51,37 @@ logger = logging.getLogger("data")
 # ---------------------------------------------------------------------------------------------
 
 
-def _answer_problem(answer, i: int, context: str, exact: bool) -> Optional[str]:
-    """What is wrong with answers[i] of a question, or None. `exact`: it must sit at its answer_start."""
-    if not isinstance(answer, dict):
-        return f"answers[{i}] is not an object with 'text' and 'answer_start'"
-    text, start = answer.get("text"), answer.get("answer_start")
-    if not isinstance(text, str) or not text.strip():
-        return f"answers[{i}]: 'text' must be a non-empty string, not {text!r}"
-    # bool is an int in Python; a negative start would slice from the end of the context.
-    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-        return f"answers[{i}]: 'answer_start' must be a non-negative integer, not {start!r}"
-    if start + len(text) > len(context):
-        return (
-            f"answers[{i}]: answer_start {start} plus the answer's {len(text)} characters runs past the end "
-            f"of the context ({len(context)} characters)"
-        )
-    if exact and context[start : start + len(text)] != text:
-        return (
-            f"answer_start {start} does not point at the answer text {text!r} "
-            f"(the context there reads {context[start:start + len(text)]!r})"
-        )
-    return None
-
-
 def read_squad(
-    path: str, split: str, skip_invalid: bool = False, source: Optional[str] = None
+    path: str,
+    split: str,
+    skip_invalid: bool = False,
+    source: Optional[str] = None,
+    advice: str = squad_file.TRAINING_ADVICE,
 ) -> Examples:
-    """Parse and validate a SQuAD 1.1 or 2.0 file. `split` is "train" (the first answer must sit at
-    its answer_start: it becomes the label) or "validation". Invalid records (questions, paragraphs,
-    articles) raise DataError naming the file and the record, or with `skip_invalid` (only the bool
-    True) are skipped, counted and logged."""
+    """Parse and validate a SQuAD file in any accepted layout (squad_file.read: the one set of
+    rules). `split` is "train" (the first answer must sit at its answer_start: it becomes the label)
+    or "validation". Invalid records raise DataError naming the file, the record and `advice`, or
+    with `skip_invalid` (only the bool True) are skipped, counted in questions and logged."""
     name = source or path
     try:
-        dataset = squad_file.load(path)
+        records = squad_file.read(path, split, skip_invalid, advice, name)
     except OSError as err:
         raise cache.unreadable(name, err) from err
-    except UnicodeDecodeError as err:
-        raise DataError(
-            f"{name}: not valid UTF-8 at byte {err.start}. Re-save the file as UTF-8."
-        ) from err
-    except json.JSONDecodeError as err:
-        raise DataError(
-            f"{name}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}."
-        ) from err
-    if not squad_file.is_squad(dataset):
-        raise DataError(f"{name}: expected a SQuAD file, an object with a 'data' list of articles.")
+    return examples(records)
 
-    ex = Examples([], [], [], [], [], [], [])
-    seen = set()
 
-    def bad(where, problem):
-        message = f"{name}: {where}: {problem}"
-        if skip_invalid is not True:
-            raise DataError(
-                message + ". Fix the record, or set data.skip_invalid_examples: true to skip it."
-            )
-        logger.warning("skipping %s", message)
-        ex.skipped += 1
-
-    def found(obj):
-        return (
-            f"its keys: {', '.join(map(repr, obj)) or 'none'}"
-            if isinstance(obj, dict)
-            else f"a {type(obj).__name__}"
-        )
-
-    def bad_record(kind, where, obj):
-        # A misspelled key ('paragraph', 'qa') must not make its questions vanish.
-        if kind == "article":
-            title = obj.get("title") if isinstance(obj, dict) else None
-            bad(
-                f"article {where}" + (f" ({title!r})" if isinstance(title, str) else ""),
-                f"expected an object with a 'paragraphs' list, found {found(obj)}",
-            )
-        else:
-            bad(
-                f"paragraph {where}",
-                f"expected an object with 'context' and a 'qas' list, found {found(obj)}",
-            )
-
-    for where, paragraph in squad_file.paragraphs(dataset["data"], bad_record):
-        context, qas = paragraph.get("context"), paragraph["qas"]
-        if not isinstance(context, str) or not context.strip():
-            for q, qa in enumerate(qas):
-                qid = qa.get("id") if isinstance(qa, dict) else None
-                bad(
-                    f"question {qid!r}"
-                    if isinstance(qid, str) and qid
-                    else f"question {where}.qas[{q}]",
-                    "empty or missing context",
-                )
-            continue
-        ctx_idx = len(ex.contexts)
-        ex.contexts.append(context)
-        for q, qa in enumerate(qas):
-            qid = qa.get("id") if isinstance(qa, dict) else None
-            if not isinstance(qid, str) or not qid:
-                bad(
-                    f"question {where}.qas[{q}]",
-                    "missing question id (a non-empty string)"
-                    if isinstance(qa, dict)
-                    else f"expected a question object, found {found(qa)}",
-                )
-                continue
-            if qid in seen:
-                bad(f"question {qid!r}", "duplicate question id")
-                continue
-            question, answers = qa.get("question"), qa.get("answers", [])
-            impossible = qa.get("is_impossible", False)  # absent in SQuAD 1.1: answerable
-            if not isinstance(question, str) or not question.strip():
-                problem = "empty or missing question"
-            elif not isinstance(impossible, bool):  # bool("false") is True
-                problem = f"'is_impossible' must be true or false, not {impossible!r}"
-            elif not isinstance(answers, list):
-                problem = f"'answers' must be a list, not {found(answers)}"
-            elif impossible and answers:
-                problem = (
-                    "'is_impossible' is true but 'answers' is not empty (SQuAD 2.0 keeps an unanswerable "
-                    "question's spans in 'plausible_answers')"
-                )
-            elif not impossible and not answers:
-                problem = "answerable question ('is_impossible' false or absent) without answers"
-            else:
-                problem = next(
-                    filter(
-                        None,
-                        (
-                            _answer_problem(ans, i, context, split == "train" and i == 0)
-                            for i, ans in enumerate(answers)
-                        ),
-                    ),
-                    None,
-                )
-            if problem:
-                bad(f"question {qid!r}", problem)
-                continue
-            start, text = (
-                (-1, "") if impossible else (answers[0]["answer_start"], answers[0]["text"])
-            )
-            seen.add(qid)
-            ex.ids.append(qid)
-            ex.questions.append(question.strip())
-            ex.context_index.append(ctx_idx)
-            ex.answer_start.append(start)
-            ex.answer_text.append(text)
-            ex.is_impossible.append(impossible)
-    if ex.skipped:
-        logger.warning(
-            "%s: skipped %d invalid records (questions, paragraphs or articles), kept %d questions",
-            name,
-            ex.skipped,
-            len(ex),
-        )
-    if not ex.ids:
-        raise DataError(f"{name}: no usable questions found.")
+def examples(records: squad_file.Records) -> Examples:
+    """The accepted questions as Examples (the first answer is the training label)."""
+    # `skipped` counts records (articles, paragraphs, questions); the log says how many questions.
+    ex = Examples([], [], records.contexts, [], [], [], [], skipped=records.skipped_records)
+    for qa in records.questions:
+        first = qa["answers"][0] if qa["answers"] and not qa["is_impossible"] else None
+        ex.ids.append(qa["id"])
+        ex.questions.append(qa["question"])
+        ex.context_index.append(qa["context"])
+        ex.answer_start.append(first["answer_start"] if first else -1)
+        ex.answer_text.append(first["text"] if first else "")
+        ex.is_impossible.append(qa["is_impossible"])
     return ex
 
 
@@ -590,16 +467,15 @@ def prepare(
 # ---------------------------------------------------------------------------------------------
 
 
-def audit(path: str, tokenizer, spec: FeatureSpec) -> dict:
+def audit(path: str, tokenizer, spec: FeatureSpec, skip_invalid: bool = False) -> dict:
     """Label coverage of a SQuAD file: for each answerable question, whether the context text under
     one of its labeled token spans (cut via offsets) equals the gold answer after SQuAD answer
     normalization (`recovered`) or exactly (`recovered_exact`); the rest with the reason. Also the
     labels that cannot be right whatever the answer: end before start, or a span of no text."""
     import squad_eval
 
-    examples = read_squad(
-        path, "validation"
-    )  # validation: bad answer_starts are reported, not fatal
+    # validation: bad answer_starts are reported, not fatal
+    examples = read_squad(path, "validation", skip_invalid, advice=squad_file.COMMAND_ADVICE)
     train = featurize(examples, tokenizer, spec, training=True)
     offsets = featurize(examples, tokenizer, spec, training=False)["offsets"]
     spans: Dict[int, List[str]] = {}
@@ -642,6 +518,7 @@ def audit(path: str, tokenizer, spec: FeatureSpec) -> dict:
         )
     return {
         "examples": len(examples),
+        "skipped_records": examples.skipped,
         "features": int(len(train["input_ids"])),
         "answerable": len(answerable),
         "recovered": recovered,
@@ -680,6 +557,11 @@ def main(argv=None) -> None:
     a.add_argument("--doc-stride", type=int, default=128)
     a.add_argument("--max-query-length", type=int, default=64)
     a.add_argument("--no-lower-case", action="store_true")
+    a.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip invalid records (logged and counted) instead of stopping at the first",
+    )
     args = parser.parse_args(argv)
     errors.setup_logging()
     if args.command == "prepare":
@@ -708,7 +590,8 @@ def main(argv=None) -> None:
         )
         model_type = models.load_model_config(args.model).model_type
         tokenizer = models.load_tokenizer(args.model, not args.no_lower_case)
-        print(json.dumps(audit(args.squad_file, tokenizer, models.feature_spec(hp, model_type))))
+        spec = models.feature_spec(hp, model_type)
+        print(json.dumps(audit(args.squad_file, tokenizer, spec, args.skip_invalid)))
 
 
 if __name__ == "__main__":

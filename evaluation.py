@@ -68,15 +68,12 @@ class SquadEvaluator:
     def score(self, predictions: dict, nbest: dict, null_odds: dict) -> Dict[str, Any]:
         """Official metrics of every question's answer; writes the predictions files (chief)."""
         if self.articles is None:
-            # The kept questions with all their gold answers; what read_squad skipped as invalid
-            # (with skip_invalid_examples) is not scored, however malformed.
+            # The kept questions with all their gold answers, read by the same reader and rules as
+            # the features were (any layout); what read_squad skipped (skip_invalid_examples) is
+            # skipped here again, quietly, and not scored.
             kept = set(self.features.example_ids)
-            dataset = squad_file.load(self.validation_path, lenient_text=True)
-            questions = [
-                qa
-                for qa in squad_file.questions(dataset["data"], bad=lambda *_: None)
-                if isinstance(qa, dict) and qa.get("id") in kept
-            ]
+            records = squad_file.read(self.validation_path, "validation", True, quiet=True)
+            questions = [qa for qa in records.questions if qa["id"] in kept]
             self.articles = [{"paragraphs": [{"qas": questions}]}]
         metrics = squad_eval.evaluate(
             self.articles,

@@ -18,6 +18,7 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
+import cache
 import data
 import errors
 import models
@@ -92,6 +93,11 @@ def main(argv=None) -> None:
         help="a SQuAD-format file: answer (and, where it has answers, score) every question",
     )
     parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="with --file: skip invalid records (logged and counted) instead of stopping",
+    )
+    parser.add_argument(
         "--out", help="with --file: where to write the predictions and metrics files"
     )
     parser.add_argument("--nbest", type=int, default=0, help="also print the N best answers")
@@ -113,23 +119,31 @@ def main(argv=None) -> None:
         parser.error(f"--nbest {args.nbest}: give 0 or more")
     if args.out and not args.file:
         parser.error("--out goes with --file")
+    if args.skip_invalid and not args.file:
+        parser.error("--skip-invalid goes with --file")
     if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(f"--out {args.out}: exists and is not a directory")
     if not os.path.isdir(args.model_dir):
         parser.error(
             f"{args.model_dir}: no such model directory (an export.py output or a checkpoint directory)"
         )
-    examples = data.read_squad(args.file, "validation") if args.file else None
+    records = None
+    if args.file:  # read and checked before the model is loaded
+        try:
+            records = squad_file.read(
+                args.file, "validation", args.skip_invalid, squad_file.COMMAND_ADVICE
+            )
+        except OSError as err:
+            raise cache.unreadable(args.file, err) from err
     model, tokenizer, hp = load(args.model_dir)
     if args.threshold is not None:
         hp["null_score_diff_threshold"] = args.threshold
     if torch.cuda.is_available():
         model.cuda()
     if args.file:
-        predictions, nbest, null_odds = predict(model, tokenizer, hp, examples)
-        articles = squad_file.load(args.file)["data"]  # read_squad accepted it above
+        predictions, nbest, null_odds = predict(model, tokenizer, hp, data.examples(records))
         metrics = squad_eval.evaluate(
-            articles,
+            records.articles(),
             predictions,
             null_odds,
             hp["null_score_diff_threshold"],

@@ -346,7 +346,8 @@ def _is_finite_number(value) -> bool:
 
 def _load_json(path: str, what: str):
     try:
-        return squad_file.load(path, lenient_text=True, unique_keys=True)
+        with open(path, encoding="utf-8-sig") as f:
+            return squad_file.parse_json(f.read())
     except OSError as err:
         raise errors.UserError(
             f"{path}: cannot read the {what}: {err.strerror or err}; "
@@ -370,53 +371,6 @@ def _load_json(path: str, what: str):
             f"{path}: the {what} is not valid JSON ({' '.join(str(err).split())}); "
             "fix or regenerate it"
         ) from None
-
-
-def _check_dataset(dataset, path: str) -> List[dict]:
-    """The `data` list of a SQuAD file, after checking every field that scoring reads."""
-
-    def bad(where, expected):
-        return errors.UserError(
-            f"{path}: {where} is not {expected}; is this a SQuAD JSON file " "(like dev-v2.0.json)?"
-        )
-
-    def bad_record(kind, where, obj):
-        raise bad(
-            where,
-            'an object with a "paragraphs" list'
-            if kind == "article"
-            else 'an object with a "qas" list',
-        )
-
-    if not squad_file.is_squad(dataset):
-        raise bad("the top level", 'an object with a "data" list of articles')
-    seen = set()
-    for where, paragraph in squad_file.paragraphs(dataset["data"], bad_record):
-        for k, qa in enumerate(paragraph["qas"]):
-            where_qa = f"{where}.qas[{k}]"
-            qid = qa.get("id") if isinstance(qa, dict) else None
-            if not isinstance(qid, str):
-                raise bad(where_qa, 'an object with a string "id"')
-            answers = qa.get("answers")
-            if not isinstance(answers, list) or not all(
-                isinstance(a, dict) and isinstance(a.get("text"), str) for a in answers
-            ):
-                raise errors.UserError(
-                    f'{path}: question {qid!r} ({where_qa}): "answers" must be a list of '
-                    'objects with a string "text" ([] for an unanswerable question)'
-                )
-            if qid in seen:
-                raise errors.UserError(
-                    f"{path}: question id {qid!r} appears twice (again at {where_qa}); "
-                    "question ids must be unique"
-                )
-            seen.add(qid)
-    if not seen:
-        raise errors.UserError(
-            f"{path}: the data file has no questions, so there is nothing to score; "
-            "pass a SQuAD file with questions"
-        )
-    return dataset["data"]
 
 
 def _check_mapping(
@@ -524,7 +478,11 @@ def main(argv=None) -> None:
     parser = errors.ArgumentParser(
         description="SQuAD 2.0 evaluation (official script's interface)."
     )
-    parser.add_argument("data_file", type=_path, help="SQuAD JSON, e.g. dev-v2.0.json")
+    parser.add_argument(
+        "data_file",
+        type=_path,
+        help="a SQuAD file, e.g. dev-v2.0.json (or the flat layout as JSON, JSON lines, parquet)",
+    )
     parser.add_argument(
         "pred_file", type=_path, help="predictions.json: question id -> answer text"
     )
@@ -549,6 +507,11 @@ def main(argv=None) -> None:
         help="add pr_*_ap to the metrics and save precision-recall curves and no-answer "
         "histograms (PNG) here; needs --na-prob-file and matplotlib",
     )
+    parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip invalid records of the data file (logged and counted) instead of stopping",
+    )
     args = parser.parse_args(argv)
     if args.out_image_dir is not None:
         if args.na_prob_file is None:
@@ -557,7 +520,16 @@ def main(argv=None) -> None:
     target = None
     if args.out_file is not None:
         target = _out_target(args.out_file, [args.data_file, args.pred_file, args.na_prob_file])
-    articles = _check_dataset(_load_json(args.data_file, "data file"), args.data_file)
+    try:  # the rules every reader of SQuAD records applies (squad_file)
+        records = squad_file.read(
+            args.data_file, "validation", args.skip_invalid, squad_file.COMMAND_ADVICE
+        )
+    except OSError as err:
+        raise errors.UserError(
+            f"{args.data_file}: cannot read the data file: {err.strerror or err}; "
+            "check the path and its permissions"
+        ) from None
+    articles = records.articles()
     qids = [qa["id"] for qa in squad_file.questions(articles)]
     preds = _load_json(args.pred_file, "predictions file")
     _check_mapping(

@@ -29,7 +29,14 @@ FIX = (
 )
 # What the trial needs that task images lack: always installed at the set's pins (both requirement
 # files pin each). A package the project adds (a parquet reader, say) is one more name here.
-HOOK_PACKAGES = ("transformers", "tokenizers", "safetensors", "huggingface_hub", "sentencepiece")
+HOOK_PACKAGES = (
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "huggingface_hub",
+    "sentencepiece",
+    "pyarrow",  # parquet SQuAD files (squad_file.py)
+)
 # The image's own, built for its CUDA or installed by Determined at task start: never installed.
 IMAGE_PACKAGES = ("torch", "determined")
 WHEELHOUSE_VARIABLE = "SQUAD_WHEELHOUSE"

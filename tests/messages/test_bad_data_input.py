@@ -102,7 +102,7 @@ def paragraph(p, change):
 def context(change):
     def mutate(d):
         par = d["data"][0]["paragraphs"][1]
-        where = f"question {par['qas'][0]['id']!r}"
+        where = "paragraph data[0].paragraphs[1]"  # one record: the paragraph, with its questions
         change(par)
         return where, len(par["qas"])
 

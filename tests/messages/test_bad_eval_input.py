@@ -184,7 +184,7 @@ CASES = [
         {"pred.json": b'{"q1": "Kalo Mira", "q2": "1628", "q3": "", "q1": ""}'},
     ),
     case(
-        "arguments-swapped", 1, ["{d}/pred.json", '"data"'], argv=["{d}/pred.json", "{d}/data.json"]
+        "arguments-swapped", 1, ["{d}/pred.json", "'data'"], argv=["{d}/pred.json", "{d}/data.json"]
     ),
     # No-answer probability file.
     case("na-missing", 1, ["{d}/na.json"], {"na.json": MISSING}),
@@ -247,18 +247,18 @@ CASES = [
         "data-not-json", 1, ["{d}/data.json", "JSON"], {"data.json": b"<html>404 Not Found</html>"}
     ),
     case("data-invalid-utf8", 1, ["{d}/data.json", "UTF-8"], {"data.json": b'{"data": ["\x80"]}'}),
-    case("data-top-level-list", 1, ["{d}/data.json", '"data"'], {"data.json": DATA["data"]}),
-    case("data-no-data-key", 1, ["{d}/data.json", '"data"'], {"data.json": {"version": "v2.0"}}),
+    case("data-top-level-list", 1, ["{d}/data.json", "'data'"], {"data.json": DATA["data"]}),
+    case("data-no-data-key", 1, ["{d}/data.json", "'data'"], {"data.json": {"version": "v2.0"}}),
     case(
         "data-data-not-list",
         1,
-        ["{d}/data.json", '"data"'],
+        ["{d}/data.json", "'data'"],
         {"data.json": {"data": DATA["data"][0]}},
     ),
     case(
         "data-article-no-paragraphs",
         1,
-        ["{d}/data.json", "data[0]", '"paragraphs"'],
+        ["{d}/data.json", "data[0]", "'paragraphs'"],
         {"data.json": {"data": [{"title": "t"}]}},
     ),
     case(
@@ -270,62 +270,62 @@ CASES = [
     case(
         "data-paragraphs-not-list",
         1,
-        ["{d}/data.json", "data[0]", '"paragraphs"'],
+        ["{d}/data.json", "data[0]", "'paragraphs'"],
         {"data.json": {"data": [{"paragraphs": {"qas": [Q1]}}]}},
     ),
     case(
         "data-paragraph-no-qas",
         1,
-        ["{d}/data.json", "data[0].paragraphs[0]", '"qas"'],
+        ["{d}/data.json", "data[0].paragraphs[0]", "'qas'"],
         {"data.json": {"data": [{"paragraphs": [{"context": "Kalo"}]}]}},
     ),
     case(
         "data-qas-not-list",
         1,
-        ["{d}/data.json", "data[0].paragraphs[0]", '"qas"'],
+        ["{d}/data.json", "data[0].paragraphs[0]", "'qas'"],
         {"data.json": {"data": [{"paragraphs": [{"qas": Q1}]}]}},
     ),
     case(
         "data-qa-no-id",
         1,
-        ["{d}/data.json", "qas[1]", '"id"'],
+        ["{d}/data.json", "qas[1]", "question id"],
         {"data.json": squad(Q1, {"answers": []}, Q3)},
     ),
     case(
         "data-qa-id-number",
         1,
-        ["{d}/data.json", "qas[0]", '"id"'],
+        ["{d}/data.json", "qas[0]", "question id"],
         {"data.json": squad({**Q1, "id": 1}, Q2, Q3)},
     ),
     case("data-qa-not-object", 1, ["{d}/data.json", "qas[2]"], {"data.json": squad(Q1, Q2, "q3")}),
     case(
         "data-answers-missing",
         1,
-        ["{d}/data.json", "'q2'", '"answers"'],
-        {"data.json": squad(Q1, {"id": "q2"}, Q3)},
+        ["{d}/data.json", "'q2'", "answers"],
+        {"data.json": squad(Q1, {"id": "q2", "question": "When?"}, Q3)},
     ),
     case(
         "data-answers-string",
         1,
-        ["{d}/data.json", "'q1'", '"answers"'],
+        ["{d}/data.json", "'q1'", "answers"],
         {"data.json": squad({**Q1, "answers": "Kalo Mira"}, Q2, Q3)},
     ),
     case(
         "data-answers-strings",
         1,
-        ["{d}/data.json", "'q1'", '"text"'],
+        ["{d}/data.json", "'q1'", "'text'"],
         {"data.json": squad({**Q1, "answers": ["Kalo Mira"]}, Q2, Q3)},
     ),
     case(
         "data-answer-no-text",
         1,
-        ["{d}/data.json", "'q2'", '"text"'],
+        ["{d}/data.json", "'q2'", "'text'"],
         {"data.json": squad(Q1, {**Q2, "answers": [{"answer_start": 18}]}, Q3)},
     ),
     case(
         "data-answer-text-number",
         1,
-        ["{d}/data.json", "'q2'", '"text"'],
+        ["{d}/data.json", "'q2'", "'text'"],
         {"data.json": squad(Q1, {**Q2, "answers": [{"text": 1628}]}, Q3)},
     ),
     case(

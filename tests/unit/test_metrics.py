@@ -68,10 +68,13 @@ def test_missing_prediction_is_an_error():
 
 
 def test_cli_matches_library(tmp_path):
-    data = {
-        "version": "v2.0",
-        "data": articles({"id": "a", "answers": [{"text": "Kalo"}]}, {"id": "b", "answers": []}),
-    }
+    # squad_eval.py reads its data file with the rules every consumer applies (squad_file):
+    # a complete SQuAD record, context, question and answer_start included.
+    qas = [
+        {"id": "a", "question": "Who?", "answers": [{"text": "Kalo", "answer_start": 0}]},
+        {"id": "b", "question": "Why?", "answers": []},
+    ]
+    data = {"version": "v2.0", "data": [{"paragraphs": [{"context": "Kalo Mira", "qas": qas}]}]}
     (tmp_path / "data.json").write_text(json.dumps(data))
     (tmp_path / "pred.json").write_text(json.dumps({"a": "Kalo", "b": "Kalo"}))
     (tmp_path / "na.json").write_text(json.dumps({"a": 0.2, "b": 1.7}))

@@ -25,16 +25,30 @@ PNGS = [
 
 
 def articles(*qas):
+    # Complete SQuAD records (squad_eval.py reads its data file with squad_file's rules): one
+    # context holding every gold answer.
+    context = " ".join(t for _, golds in qas for t in golds) or "nothing"
     return [
         {
             "paragraphs": [
-                {"qas": [{"id": q, "answers": [{"text": t} for t in golds]} for q, golds in qas]}
+                {
+                    "context": context,
+                    "qas": [
+                        {
+                            "id": q,
+                            "question": "What?",
+                            "answers": [
+                                {"text": t, "answer_start": context.find(t)} for t in golds
+                            ],
+                        }
+                        for q, golds in qas
+                    ],
+                }
             ]
         }
     ]
 
 
-# a: right; b: unanswerable; c: gold [big, red, dog] vs pred [red]: exact 0, F1 2*1*(1/3)/(4/3) = 1/2; d: right.
 DATA = articles(("a", ["Kalo Mira"]), ("b", []), ("c", ["big red dog"]), ("d", ["1628"]))
 PREDS = {"a": "Kalo Mira", "b": "x", "c": "red", "d": "1628"}
 NA = {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}
