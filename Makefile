@@ -57,7 +57,7 @@ test: data lint
 # The suite on the oldest supported stack (CI runs it after `make test`). The fixture model comes
 # from the newest stack: make_tiny_model.py's default tokenizer is built with transformers 5.
 test-oldest: data $(VENV_OLDEST)/installed
-	TINY_ALBERT_DIR=$(GEN)/tiny-albert $(VENV_OLDEST)/bin/python -m pytest -q tests -m "not newest_stack"
+	TINY_ALBERT_DIR=$(GEN)/tiny-albert $(VENV_OLDEST)/bin/python -m pytest -q tests -m "not newest_stack and not slow"
 
 # startup-hook.sh in that image, sourced as Determined sources it: offline from a wheelhouse made
 # with `task_image.py wheels` (network cut with unshare -n where allowed) then a run to metrics,

@@ -96,6 +96,7 @@ def test_scaling_keeps_the_periods_relations():
     assert scale_period(0, 100, 24, 2) == 0
 
 
+@pytest.mark.slow
 # About 6 min in all with the machine busy (4 runs, 3 of them 2 processes): the only test that runs
 # the shipped configs' own hyperparameters (aggregation 24, RAdam at 2e-4, the search's periods).
 @pytest.mark.parametrize("name", CLUSTER_CONFIGS)

@@ -261,6 +261,7 @@ def test_quick_run_on_the_first_questions(tmp_path, squad_files, tiny_model):
     assert len(os.listdir(tmp_path / "cache" / "features")) == 4  # 2 entries + their lock files
 
 
+@pytest.mark.slow
 def test_four_processes_match_one_with_a_rank_owning_no_question(tmp_path, squad_files, tiny_model):
     """4 gloo processes, the same global batch and a validation batch of its own (3 per slot, not the
     training's 2), on a 3-question validation file: one rank owns no question. With weights that
