@@ -11,6 +11,7 @@ import logging
 
 import make_squad_data
 import pytest
+from squad_layouts import flat_records as flat
 
 import data
 import errors
@@ -36,25 +37,6 @@ def first(d, answerable):
         for qa in p["qas"]
         if bool(qa["answers"]) == answerable
     )
-
-
-def flat(d):
-    """The nested file as Hugging Face datasets' flat records."""
-    return [
-        {
-            "id": qa["id"],
-            "title": a["title"],
-            "context": p["context"],
-            "question": qa["question"],
-            "answers": {
-                "text": [x["text"] for x in qa["answers"]],
-                "answer_start": [x["answer_start"] for x in qa["answers"]],
-            },
-        }
-        for a in d["data"]
-        for p in a["paragraphs"]
-        for qa in p["qas"]
-    ]
 
 
 def change(edit):
