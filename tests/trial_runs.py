@@ -53,6 +53,18 @@ def write_config(tmp_path, squad_files, tiny_model, name="config.yaml", slots=1,
     return str(path)
 
 
+def torchrun(processes):
+    """The launcher for `processes` local gloo processes (torchrun, one machine)."""
+    return (
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(processes),
+    )
+
+
 def run(args, out_dir, launcher=(sys.executable,)):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(

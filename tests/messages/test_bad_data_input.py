@@ -7,8 +7,6 @@ Permission cases run the command as user nobody (root bypasses file permissions)
 live in a directory every user can read: pytest's tmp_path is root's alone."""
 
 import errno
-import functools
-import http.server
 import json
 import logging
 import os
@@ -18,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import filelock
@@ -26,6 +23,7 @@ import make_squad_data
 import numpy as np
 import pytest
 from conftest import ROOT
+from loopback import serve
 
 import cache
 import data
@@ -588,19 +586,8 @@ def served(shared):
     """An http server on loopback for the remote-file cases, serving files from shared/site."""
     site = os.path.join(shared, "site")
     os.makedirs(site, exist_ok=True)
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0),
-        functools.partial(
-            type(
-                "Quiet", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *a: None}
-            ),
-            directory=site,
-        ),
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield site, f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with serve(site) as loopback:
+        yield site, loopback.url
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,8 @@ import sys
 import pytest
 import yaml
 from conftest import ROOT
-from trial_runs import METRIC_KEYS, checkpoints, run
+from trial_runs import METRIC_KEYS, checkpoints, run, torchrun
 
-TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
 SQUAD_TRAIN_QUESTIONS = 130_319  # SQuAD 2.0 train: an epoch in batches, near enough for the ratios
 LENGTH = 24  # batches, rounded up to a multiple of aggregation_frequency
 PERIODS = ("reporting_period_batches", "validation_period_batches", "checkpoint_period_batches")
@@ -106,7 +105,7 @@ def test_shipped_config_runs_scaled_down(tmp_path, squad_files, tiny_model, name
     )
     path = tmp_path / name
     path.write_text(yaml.safe_dump(config))
-    launcher = TORCHRUN if processes > 1 else (sys.executable,)
+    launcher = torchrun(2) if processes > 1 else (sys.executable,)
     metrics, _ = run(["--config", str(path)], tmp_path / "out", launcher=launcher)
     assert METRIC_KEYS <= set(metrics) and metrics["total"] == 120
     length = config["hyperparameters"]["max_batches"]

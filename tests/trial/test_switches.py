@@ -3,16 +3,12 @@ validation each. Independent switches share a run; each accepted value is run at
 Precision is checked inside the forward pass: the autocast state the model's output layer runs
 under, for the run's device type (this CPU), as a GPU run would take the same branch."""
 
-import sys
-
 import pytest
 import torch
-from trial_runs import METRIC_KEYS, checkpoints, run, write_config
+from trial_runs import METRIC_KEYS, checkpoints, run, torchrun, write_config
 
 import model_def
 import models
-
-TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
 
 # Each accepted value of every switch, once at least (settings.py: amp none/bf16/fp16, optimizer
 # adamw/radam, booleans both ways, aggregation_frequency 1 and more).
@@ -98,7 +94,7 @@ def test_sharded_optimizer_fp16_aggregated_on_two_processes(tmp_path, squad_file
         zero_optimizer=True,
         aggregation_frequency=2,
     )
-    metrics, log = run(["--config", config], tmp_path / "out", launcher=TORCHRUN)
+    metrics, log = run(["--config", config], tmp_path / "out", launcher=torchrun(2))
     assert METRIC_KEYS <= set(metrics) and metrics["total"] == 120
     assert "precision: fp16 on cpu with a gradient scaler" in log
     assert "state sharded across 2 ranks" in log

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT
-from trial_runs import METRIC_KEYS, checkpoints, run, weights, write_config
+from trial_runs import METRIC_KEYS, checkpoints, run, torchrun, weights, write_config
 
 
 def test_local_run_reports_metrics_and_writes_outputs(tmp_path, squad_files, tiny_model):
@@ -106,14 +106,7 @@ def test_two_processes_match_one(tmp_path, squad_files, tiny_model):
             write_config(tmp_path, squad_files, tiny_model, "two.yaml", slots=2, max_batches=6),
         ],
         tmp_path / "two",
-        launcher=(
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-        ),
+        launcher=torchrun(2),
     )
     (w1,), (w2,) = checkpoints(tmp_path / "one")[6], checkpoints(tmp_path / "two")[6]
     a, b = weights(w1), weights(w2)
@@ -130,14 +123,6 @@ def test_two_processes_match_one(tmp_path, squad_files, tiny_model):
 def test_evaluation_split_by_question_matches_one_process(tmp_path, squad_files, tiny_model):
     """With weights that cannot move (learning rate 1e-30), 2 processes that each post-process their
     own questions give the 1-process predictions and metrics exactly (null odds to float noise)."""
-    torchrun = (
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-    )
     common = dict(max_batches=2, learning_rate=1e-30, global_batch_size=6)
     one, _ = run(
         ["--config", write_config(tmp_path, squad_files, tiny_model, "one.yaml", **common)],
@@ -149,7 +134,7 @@ def test_evaluation_split_by_question_matches_one_process(tmp_path, squad_files,
             write_config(tmp_path, squad_files, tiny_model, "two.yaml", slots=2, **common),
         ],
         tmp_path / "two",
-        launcher=torchrun,
+        launcher=torchrun(2),
     )
     files = {
         name: [
@@ -201,24 +186,16 @@ def test_sharded_optimizer_matches_unsharded_and_resumes(tmp_path, squad_files, 
     """2 gloo processes with the optimizer state sharded (ZeroRedundancyOptimizer) train the same
     weights as unsharded within 1e-5 after 6 batches; its checkpoints hold the whole (consolidated)
     optimizer state, and resuming one continues exactly (1e-6)."""
-    torchrun = (
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-    )
     common = dict(slots=2, max_batches=6, checkpoint_period_batches=3)
     run(
         ["--config", write_config(tmp_path, squad_files, tiny_model, "plain.yaml", **common)],
         tmp_path / "plain",
-        launcher=torchrun,
+        launcher=torchrun(2),
     )
     zero_config = write_config(
         tmp_path, squad_files, tiny_model, "zero.yaml", zero_optimizer=True, **common
     )
-    _, log = run(["--config", zero_config], tmp_path / "zero", launcher=torchrun)
+    _, log = run(["--config", zero_config], tmp_path / "zero", launcher=torchrun(2))
     assert "AdamW state sharded across 2 ranks" in log
     (plain,) = checkpoints(tmp_path / "plain")[6]
     half, full = checkpoints(tmp_path / "zero")[3][0], checkpoints(tmp_path / "zero")[6][0]
@@ -232,7 +209,7 @@ def test_sharded_optimizer_matches_unsharded_and_resumes(tmp_path, squad_files, 
         n_params == len(a) - sum(1 for k in a if "position_ids" in k)
         and len(optimizer["state"]) == n_params
     )
-    run(["--config", zero_config, "--resume", half], tmp_path / "zero", launcher=torchrun)
+    run(["--config", zero_config, "--resume", half], tmp_path / "zero", launcher=torchrun(2))
     resumed = [d for d in checkpoints(tmp_path / "zero")[6] if d != full][0]
     c = weights(resumed)
     for name in b:
@@ -284,14 +261,7 @@ def test_four_processes_match_one_with_a_rank_owning_no_question(tmp_path, squad
     four, log = run(
         ["--config", write_config(tmp_path, files, tiny_model, "four.yaml", slots=4, **common)],
         tmp_path / "four",
-        launcher=(
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "4",
-        ),
+        launcher=torchrun(4),
     )
     predictions = [
         json.loads((tmp_path / out / "predictions" / "batch_2" / "predictions.json").read_text())

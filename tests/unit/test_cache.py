@@ -294,12 +294,10 @@ def test_waiter_times_out_with_a_clear_message(squad_files, tokenizer, tmp_path)
 
 
 def test_https_download_verified_once_and_reused(tmp_path, squad_files, monkeypatch):
-    import functools
     import hashlib
-    import http.server
-    import threading
 
     import pytest
+    from loopback import serve
 
     import constants
 
@@ -307,18 +305,8 @@ def test_https_download_verified_once_and_reused(tmp_path, squad_files, monkeypa
     served.mkdir()
     body = open(squad_files[1], "rb").read()
     (served / "dev.json").write_bytes(body)
-    requests = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            requests.append(self.path)
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Handler, directory=str(served))
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/dev.json"
-    try:
+    with serve(served) as site:
+        requests, url = site.requests, f"{site.url}/dev.json"
         monkeypatch.setitem(
             constants.KNOWN_DATASETS,
             url,
@@ -346,12 +334,9 @@ def test_https_download_verified_once_and_reused(tmp_path, squad_files, monkeypa
             open(cache.fetch(unknown, str(cache_dir)), "rb").read() == body
             and requests[-2:] == [requests[-1]] * 2
         )
-        server.shutdown()
-        server.server_close()  # no network from here: the verified cached copies still serve
+        site.stop()  # no network from here: the verified cached copies still serve
         assert open(cache.fetch(url, str(cache_dir)), "rb").read() == body
         assert open(cache.fetch(unknown, str(cache_dir)), "rb").read() == body
-    finally:
-        server.server_close()
 
 
 def test_prepare_saves_the_model_and_training_then_runs_offline(

@@ -147,10 +147,9 @@ def visible(folder):
 def test_full_filesystem_is_named_and_nothing_is_half_written(
     small_fs, tmp_path, tokenizer, tiny_model
 ):
-    import functools
     import hashlib
-    import http.server
-    import threading
+
+    from loopback import serve
 
     import cache
     import constants
@@ -175,24 +174,17 @@ def test_full_filesystem_is_named_and_nothing_is_half_written(
     served.mkdir()
     body = big.read_bytes() + b" " * (3 << 20)  # larger than the filesystem
     (served / "big.json").write_bytes(body)
-    requests = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            requests.append(self.path)
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Handler, directory=str(served))
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/big.json"
-    constants.KNOWN_DATASETS[url] = {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
-    try:
-        expect_full(lambda: cache.fetch(url, str(small_fs)))
-    finally:
-        del constants.KNOWN_DATASETS[url]
-        server.shutdown()
-    assert len(requests) == 1
+    with serve(served) as site:
+        url = f"{site.url}/big.json"
+        constants.KNOWN_DATASETS[url] = {
+            "bytes": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+        }
+        try:
+            expect_full(lambda: cache.fetch(url, str(small_fs)))
+        finally:
+            del constants.KNOWN_DATASETS[url]
+    assert len(site.requests) == 1
     assert [n for n in os.listdir(small_fs / "downloads") if not n.endswith(".lock")] == []
 
     # A model directory (export.py, the checkpoint's hf/ and --save-model share this publish),
